@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install encnet with its test extras.
+# Sourced by run_all.sh and run_tests.sh, so both commands work on a fresh machine with only python3.
+# torch/torchvision are pinned in pyproject.toml; plain pip resolves them (no uv/poetry, which ignore local wheels).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+py="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating $venv"
+    "$py" -m venv "$venv"
+fi
+# Reinstall only when the dependency list changed: a stamp holds the hash of pyproject.toml.
+stamp="$venv/.encnet-installed"
+want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "[setup] installing encnet and its dependencies into $venv (first time: a few minutes)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[test]" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+    "$venv/bin/python" -c "import encnet, torch, torchvision" \
+        || { echo "[setup] installation failed: see the pip output above" >&2; exit 1; }
+    echo "$want" > "$stamp"
+fi
