@@ -11,6 +11,7 @@ Why matrix products: the released code needs hand-written CUDA kernels and a nai
 materialises the B×N×K×D residual tensor (≈ 1.9 GB in float32 for one 60×60×512 map with K=32, B=8).
 Expanding ‖x−c‖² = ‖x‖² − 2x·c + ‖c‖² and Σ_i a_ik (x_i − c_k) = (AᵀX)_k − (Σ_i a_ik) c_k needs only
 B×N×K and B×K×D intermediates, and autograd differentiates it without custom backward code.
+Half-precision inputs (autocast) are computed in float32 and give a float32 output.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ class Encoding(nn.Module):
             raise ValueError(
                 f"Encoding expects B×{self.channels}×H×W or B×{self.channels}×N, got {tuple(x.shape)}"
             )
-        x = x.flatten(2).transpose(1, 2)  # B×N×D
-        assign = torch.softmax(scaled_l2(x, self.codewords, self.scale), dim=2)
-        return aggregate(assign, x, self.codewords)
+        # ‖x‖² − 2x·c + ‖c‖² cancels badly in half precision (‖x‖² ~ 10³ for D = 512), so under
+        # autocast the layer still computes in float32.
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.flatten(2).transpose(1, 2).to(dtype)  # B×N×D
+            codewords, scale = self.codewords.to(dtype), self.scale.to(dtype)
+            assign = torch.softmax(scaled_l2(x, codewords, scale), dim=2)
+            return aggregate(assign, x, codewords)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, num_codes={self.num_codes}"

@@ -1,0 +1,125 @@
+"""Segmentation and classification metrics, accumulated over a whole split and summed across processes.
+
+Segmentation (PAPER.md §5): one confusion matrix over the split; pixAcc = correct labelled pixels /
+labelled pixels; IoU_c = TP/(TP+FP+FN); mIoU = mean IoU. All values are percentages (0–100).
+
+Where this differs from the released code: the release divides by (union + ε), so a class absent from
+both predictions and labels scores IoU 0 and pulls mIoU down; here its IoU is NaN and mIoU is the
+nanmean. Over a full validation split every class occurs, and the two agree.
+
+PASCAL-Context 59 vs 60 classes is a dataset mapping, not a metric option: for "59 classes w/o
+background" the dataset maps background to the ignore label 255 and classes 1..59 to 0..58
+(``num_classes=59``); for "60 classes w/ background" background stays class 0 (``num_classes=60``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["SegmentationMetric", "ClassificationMetric", "ade20k_final_score", "all_reduce_sum"]
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` in place across processes; a no-op outside ``torch.distributed``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    if dist.get_backend() == "nccl" and not tensor.is_cuda:
+        on_device = tensor.cuda()
+        dist.all_reduce(on_device)
+        tensor.copy_(on_device)
+    else:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def ade20k_final_score(pix_acc: float, miou: float) -> float:
+    """ADE20K's leaderboard score: the mean of pixAcc and mIoU (both in %)."""
+    return (pix_acc + miou) / 2.0
+
+
+def _to_labels(pred_or_logits: Tensor, target: Tensor) -> Tensor:
+    if pred_or_logits.dim() == target.dim() + 1:
+        return pred_or_logits.argmax(dim=1)
+    if pred_or_logits.shape != target.shape:
+        raise ValueError(
+            f"expected predictions shaped like the target {tuple(target.shape)} or logits "
+            f"B×C×..., got {tuple(pred_or_logits.shape)}"
+        )
+    return pred_or_logits
+
+
+class SegmentationMetric:
+    """Confusion matrix ``confusion[target, prediction]`` (int64, num_classes × num_classes).
+
+    ``device``: where the matrix lives; ``None`` follows the first ``update``'s inputs.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device=None):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.confusion = torch.zeros(
+            num_classes, num_classes, dtype=torch.int64, device=device or "cpu"
+        )
+        self._follow_inputs = device is None
+
+    @torch.no_grad()
+    def update(self, pred_or_logits: Tensor, target: Tensor) -> None:
+        if self._follow_inputs:
+            self.confusion = self.confusion.to(target.device)
+            self._follow_inputs = False
+        pred = _to_labels(pred_or_logits, target).to(self.confusion.device)
+        target = target.to(self.confusion.device)
+        n = self.num_classes
+        labelled = (target != self.ignore_index) & (target >= 0) & (target < n)
+        index = target[labelled].long() * n + pred[labelled].long()
+        self.confusion += torch.bincount(index, minlength=n * n).view(n, n)
+
+    def reset(self) -> None:
+        self.confusion.zero_()
+
+    def reduce(self) -> None:
+        """Sum the confusion matrix over all processes (call once, before ``compute``)."""
+        all_reduce_sum(self.confusion)
+
+    def compute(self) -> dict:
+        conf = self.confusion.double().cpu()
+        tp = conf.diag()
+        union = conf.sum(0) + conf.sum(1) - tp
+        iou = torch.where(union > 0, tp / union, torch.full_like(tp, math.nan)) * 100
+        labelled = conf.sum()
+        pix_acc = (tp.sum() / labelled * 100).item() if labelled > 0 else math.nan
+        miou = iou.nanmean().item()
+        return {"pixAcc": pix_acc, "mIoU": miou, "IoU": iou.tolist()}
+
+
+class ClassificationMetric:
+    """Top-1 accuracy and error (%) over a split; ``reduce()`` sums the counts across processes."""
+
+    def __init__(self, device=None):
+        self.counts = torch.zeros(2, dtype=torch.int64, device=device or "cpu")  # correct, total
+        self._follow_inputs = device is None
+
+    @torch.no_grad()
+    def update(self, pred_or_logits: Tensor, target: Tensor) -> None:
+        if self._follow_inputs:
+            self.counts = self.counts.to(target.device)
+            self._follow_inputs = False
+        pred = _to_labels(pred_or_logits, target).to(self.counts.device)
+        target = target.to(self.counts.device)
+        self.counts[0] += (pred == target).sum()
+        self.counts[1] += target.numel()
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    def reduce(self) -> None:
+        all_reduce_sum(self.counts)
+
+    def compute(self) -> dict:
+        correct, total = self.counts.tolist()
+        accuracy = 100.0 * correct / total if total else math.nan
+        return {"accuracy": accuracy, "top1_error": 100.0 - accuracy}

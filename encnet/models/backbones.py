@@ -1,0 +1,175 @@
+"""Dilated ResNet backbones at output stride 8 (paper §3.2): ``build_backbone(name, pretrained)``.
+
+Every backbone returns the four stage outputs (c1, c2, c3, c4) at strides 4, 8, 8, 8 and has a
+``channels`` attribute with their widths. Stages 3 and 4 trade their stride for dilation 2 and 4, as
+torchvision's ``replace_stride_with_dilation=[False, True, True]`` and the authors' release both do.
+
+- ``resnet50`` / ``resnet101``: torchvision's ResNets (7×7 stem).
+- ``resnet50s`` / ``resnet101s``: the authors' "deep stem" variant used by the released models:
+  three 3×3 convs 3→64→64→128 replace the 7×7 conv, so layer1's first block takes 128 channels.
+  Built from torchvision's ResNet by swapping the stem and the two convs of layer1's first block that
+  read it. The stem's keys (``conv1.0``, ``conv1.1``, ``conv1.3``, ``conv1.4``, ``conv1.6``, ``bn1``)
+  follow the release's layout. torchvision has no ImageNet weights for it.
+- ``resnet_tiny``: the demo profile's CPU backbone: one torchvision Bottleneck per stage with widths
+  32/64/128/256. torchvision's ``ResNet`` hard-codes the stage widths 64…512 (×4), so it is assembled
+  here from the same Bottleneck blocks.
+
+``pretrained``: ``"none"``; ``"imagenet"`` (torchvision's weights API, resnet50/resnet101 only); or a
+path to a local ``state_dict`` file in torchvision's ResNet layout (``fc.*`` keys are ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
+from torchvision.models.resnet import Bottleneck, conv1x1
+
+__all__ = ["ResNetFeatures", "build_backbone", "BACKBONES"]
+
+_TORCHVISION = {
+    "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (resnet101, ResNet101_Weights.IMAGENET1K_V1),
+}
+_DEEP_STEM = {"resnet50s": "resnet50", "resnet101s": "resnet101"}
+BACKBONES = (*_TORCHVISION, *_DEEP_STEM, "resnet_tiny")
+
+
+class ResNetFeatures(nn.Module):
+    """A ResNet without its classifier; ``forward`` returns (c1, c2, c3, c4).
+
+    Attribute names equal torchvision's, so a torchvision ``state_dict`` minus ``fc.*`` loads as is.
+    """
+
+    def __init__(self, stem: nn.Module, bn1: nn.Module, layers: list[nn.Module], channels):
+        super().__init__()
+        self.conv1, self.bn1 = stem, bn1
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.channels = tuple(channels)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c1 = self.layer1(x)
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        c4 = self.layer4(c3)
+        return c1, c2, c3, c4
+
+
+def _from_torchvision(net) -> ResNetFeatures:
+    layers = [net.layer1, net.layer2, net.layer3, net.layer4]
+    channels = [layer[-1].conv3.out_channels for layer in layers]
+    return ResNetFeatures(net.conv1, net.bn1, layers, channels)
+
+
+def _kaiming(conv: nn.Conv2d) -> nn.Conv2d:
+    # torchvision's ResNet initialisation for the convs swapped in after construction.
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+def _deep_stem_resnet(base: str) -> ResNetFeatures:
+    net = _TORCHVISION[base][0](weights=None, replace_stride_with_dilation=[False, True, True])
+    net.conv1 = nn.Sequential(
+        _kaiming(nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        _kaiming(nn.Conv2d(64, 64, 3, padding=1, bias=False)),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        _kaiming(nn.Conv2d(64, 128, 3, padding=1, bias=False)),
+    )
+    net.bn1 = nn.BatchNorm2d(128)
+    first = net.layer1[0]
+    first.conv1 = _kaiming(nn.Conv2d(128, first.conv1.out_channels, 1, bias=False))
+    first.downsample[0] = _kaiming(nn.Conv2d(128, first.downsample[0].out_channels, 1, bias=False))
+    return _from_torchvision(net)
+
+
+def _tiny_stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: int, previous: int):
+    outplanes = planes * Bottleneck.expansion
+    downsample = nn.Sequential(conv1x1(inplanes, outplanes, stride), nn.BatchNorm2d(outplanes))
+    # As in torchvision's dilated stages, the first block keeps the previous stage's dilation.
+    first = Bottleneck(inplanes, planes, stride, downsample, dilation=previous)
+    rest = [Bottleneck(outplanes, planes, dilation=dilation) for _ in range(blocks - 1)]
+    return nn.Sequential(first, *rest)
+
+
+def _tiny_resnet(planes=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width: int = 16) -> ResNetFeatures:
+    out = [p * Bottleneck.expansion for p in planes]
+    inplanes = [stem_width, *out[:3]]
+    strides, dilations = (1, 2, 1, 1), (1, 1, 2, 4)
+    previous = (1, 1, 1, 2)
+    layers = [
+        _tiny_stage(inplanes[i], planes[i], blocks[i], strides[i], dilations[i], previous[i])
+        for i in range(4)
+    ]
+    stem = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
+    features = ResNetFeatures(stem, nn.BatchNorm2d(stem_width), layers, out)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            _kaiming(m)
+    return features
+
+
+def _load_local(backbone: ResNetFeatures, name: str, path: str) -> None:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"pretrained weights for {name}: no file at {str(file)!r}; give an existing state_dict "
+            f"path or set `pretrained: none`"
+        )
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = backbone.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or unexpected or reshaped:
+        raise ValueError(
+            f"{file} does not match backbone {name} (expected a torchvision-layout ResNet "
+            f"state_dict): missing keys {missing[:3]}, unexpected keys {unexpected[:3]}, "
+            f"other shapes {reshaped[:3]}"
+        )
+    backbone.load_state_dict(state)
+
+
+def _imagenet_state(name: str) -> dict:
+    if name not in _TORCHVISION:
+        raise ValueError(
+            f"torchvision has no ImageNet weights for backbone {name!r} (only for "
+            f"{', '.join(_TORCHVISION)}); give a local state_dict path or set `pretrained: none`"
+        )
+    weights = _TORCHVISION[name][1]
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as err:  # URLError, HTTPError, OSError, hash mismatch: all mean "not available"
+        raise RuntimeError(
+            f"could not fetch torchvision weights {weights} for {name} ({type(err).__name__}: "
+            f"{err}); give a local state_dict path as `pretrained: /path/to/{name}.pth` or set "
+            f"`pretrained: none`"
+        ) from None
+
+
+def build_backbone(name: str, pretrained: str = "none") -> ResNetFeatures:
+    """Build a dilated (output stride 8) backbone; see the module docstring for names and weights."""
+    if name in _TORCHVISION:
+        net = _TORCHVISION[name][0](weights=None, replace_stride_with_dilation=[False, True, True])
+        backbone = _from_torchvision(net)
+    elif name in _DEEP_STEM:
+        backbone = _deep_stem_resnet(_DEEP_STEM[name])
+    elif name == "resnet_tiny":
+        backbone = _tiny_resnet()
+    else:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+
+    if pretrained == "imagenet":
+        state = _imagenet_state(name)
+        backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+    elif pretrained not in ("none", "", None):
+        _load_local(backbone, name, pretrained)
+    return backbone

@@ -1,0 +1,14 @@
+"""Layers: the Encoding Layer, cross-process BatchNorm and the segmentation heads."""
+
+from encnet.nn.encoding import Encoding
+from encnet.nn.heads import EncHead, EncModule, FCNHead
+from encnet.nn.syncbn import SyncBatchNorm, convert_sync_batchnorm
+
+__all__ = [
+    "Encoding",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+    "FCNHead",
+    "EncModule",
+    "EncHead",
+]

@@ -1,0 +1,132 @@
+"""Segmentation heads: FCNHead (also the auxiliary head), EncModule and EncHead (paper §3.1–3.2).
+
+All normalisation layers are plain ``nn.BatchNorm1d/2d``; multi-process training swaps them for
+:class:`encnet.nn.SyncBatchNorm` with :func:`encnet.nn.convert_sync_batchnorm`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from encnet.nn.encoding import Encoding
+
+__all__ = ["FCNHead", "EncModule", "EncHead", "ATTENTIONS"]
+
+ATTENTIONS = ("release", "paper")
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FCNHead(nn.Sequential):
+    """conv3×3 in→in/4, BN, ReLU, Dropout(0.1), conv1×1 → num_classes (FCN head and aux head)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        inter_channels: int | None = None,
+        dropout: float = 0.1,
+    ):
+        inter_channels = inter_channels or in_channels // 4
+        super().__init__(
+            conv_bn_relu(in_channels, inter_channels, 3),
+            nn.Dropout(dropout),
+            nn.Conv2d(inter_channels, num_classes, 1),
+        )
+
+
+class EncModule(nn.Module):
+    """Context Encoding Module: returns (reweighted features B×C×H×W, SE logits B×num_classes or None).
+
+    conv1×1, BN, ReLU → Encoding(C, K) → BatchNorm1d(K) on B×K×C → ReLU → mean over the K codewords
+    = e (B×C). γ = sigmoid(FC(e)) rescales the channels of x:
+
+    - ``attention="release"`` (default, the authors' code): ReLU(x + x⊗γ).
+    - ``attention="paper"`` (the paper's Fig. 2): x⊗γ.
+
+    With ``se_loss`` an FC C→num_classes on e predicts which classes are present (SE-loss).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        num_codes: int = 32,
+        se_loss: bool = True,
+        attention: str = "release",
+    ):
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.attention = attention
+        self.encoding = nn.Sequential(
+            conv_bn_relu(channels, channels, 1),
+            Encoding(channels, num_codes),
+            nn.BatchNorm1d(num_codes),
+            nn.ReLU(inplace=True),
+        )
+        self.fc = nn.Sequential(nn.Linear(channels, channels), nn.Sigmoid())
+        self.se_layer = nn.Linear(channels, num_classes) if se_loss else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        encoded = self.encoding(x).mean(dim=1)  # B×C
+        gamma = self.fc(encoded)[:, :, None, None]
+        if self.attention == "release":
+            out = (x + x * gamma).relu()
+        else:
+            out = x * gamma
+        se = self.se_layer(encoded) if self.se_layer is not None else None
+        return out, se
+
+
+class EncHead(nn.Module):
+    """EncNet head: conv3×3 in→in/4, BN, ReLU → [lateral fusion] → EncModule → Dropout(0.1) → conv1×1.
+
+    ``lateral=True`` is the authors' later release (used for PASCAL datasets), absent from the CVPR
+    paper: layer2 and layer3 features (``lateral_in_channels``) each pass a 1×1 conv-BN-ReLU to in/4
+    channels, are concatenated with the main branch and fused by a 3×3 conv-BN-ReLU. At output
+    stride 8 all three maps have the same size.
+
+    ``forward(c4, c2=None, c3=None)`` returns (logits B×num_classes×h×w, SE logits or None).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        se_loss: bool = True,
+        lateral: bool = False,
+        num_codes: int = 32,
+        attention: str = "release",
+        lateral_in_channels: tuple[int, int] | None = None,
+    ):
+        super().__init__()
+        mid = in_channels // 4
+        self.conv5 = conv_bn_relu(in_channels, mid, 3)
+        self.lateral = lateral
+        if lateral:
+            if lateral_in_channels is None:
+                raise ValueError("EncHead(lateral=True) needs lateral_in_channels=(c2, c3)")
+            self.connect = nn.ModuleList(conv_bn_relu(c, mid, 1) for c in lateral_in_channels)
+            self.fusion = conv_bn_relu(3 * mid, mid, 3)
+        self.enc_module = EncModule(mid, num_classes, num_codes, se_loss, attention)
+        self.classifier = nn.Sequential(nn.Dropout(0.1), nn.Conv2d(mid, num_classes, 1))
+
+    def forward(
+        self, c4: Tensor, c2: Tensor | None = None, c3: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        feat = self.conv5(c4)
+        if self.lateral:
+            if c2 is None or c3 is None:
+                raise ValueError("EncHead(lateral=True) needs the layer2 and layer3 features c2, c3")
+            laterals = [conv(c) for conv, c in zip(self.connect, (c2, c3))]
+            feat = self.fusion(torch.cat([feat, *laterals], dim=1))
+        feat, se = self.enc_module(feat)
+        return self.classifier(feat), se

@@ -1,0 +1,113 @@
+"""SegmentationMetric vs a hand-computed confusion matrix; reduce() across 2 gloo processes."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from encnet.metrics import ClassificationMetric, SegmentationMetric, ade20k_final_score
+
+TARGET = torch.tensor([[[0, 0, 1, 255], [1, 2, 2, 255]]])
+PRED = torch.tensor([[[0, 1, 1, 0], [1, 2, 0, 3]]])
+# Labelled (target, pred) pairs: (0,0) (0,1) (1,1) (1,1) (2,2) (2,0); class 3 appears only where ignored.
+HAND_CONFUSION = torch.tensor([[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+
+
+def test_confusion_and_scores_by_hand():
+    metric = SegmentationMetric(4)
+    metric.update(PRED, TARGET)
+    assert metric.confusion.dtype == torch.int64
+    torch.testing.assert_close(metric.confusion, HAND_CONFUSION, rtol=0, atol=0)
+    scores = metric.compute()
+    assert scores["pixAcc"] == pytest.approx(100 * 4 / 6)
+    assert scores["IoU"][:3] == pytest.approx([100 / 3, 200 / 3, 50])  # TP / (TP + FP + FN)
+    assert math.isnan(scores["IoU"][3])  # absent from prediction and target
+    assert scores["mIoU"] == pytest.approx(50.0)
+
+
+def test_logits_accumulation_and_reset():
+    metric = SegmentationMetric(4)
+    logits = F.one_hot(PRED, 4).permute(0, 3, 1, 2).float() * 3 + torch.rand(1, 4, 2, 4)
+    metric.update(logits, TARGET)
+    metric.update(PRED, TARGET)
+    torch.testing.assert_close(metric.confusion, 2 * HAND_CONFUSION, rtol=0, atol=0)
+    metric.reset()
+    assert metric.confusion.sum() == 0
+    with pytest.raises(ValueError, match="logits"):
+        metric.update(PRED[:, :1], TARGET)
+
+
+def test_class_predicted_but_absent_scores_zero():
+    metric = SegmentationMetric(3)
+    metric.update(torch.tensor([[2, 0]]), torch.tensor([[0, 0]]))
+    iou = metric.compute()["IoU"]
+    assert iou[0] == pytest.approx(50.0) and math.isnan(iou[1]) and iou[2] == 0.0
+    assert metric.compute()["mIoU"] == pytest.approx(25.0)
+
+
+def test_reduce_is_a_no_op_without_process_group():
+    metric = SegmentationMetric(4)
+    metric.update(PRED, TARGET)
+    metric.reduce()
+    torch.testing.assert_close(metric.confusion, HAND_CONFUSION, rtol=0, atol=0)
+
+
+def test_classification_metric_and_ade20k_score():
+    metric = ClassificationMetric()
+    metric.update(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), torch.tensor([1, 0, 0, 0]))
+    assert metric.compute() == {"accuracy": 75.0, "top1_error": 25.0}
+    assert ade20k_final_score(80.0, 40.0) == 60.0
+
+
+def shard_data(rank: int):
+    gen = torch.Generator().manual_seed(rank)
+    target = torch.randint(0, 5, (3, 6, 7), generator=gen)
+    target[target == 4] = 255  # four values drawn, one of them ignored
+    pred = torch.randint(0, 4, (3, 6, 7), generator=gen)
+    labels = torch.randint(0, 10, (rank + 3,), generator=gen)
+    return pred, target, F.one_hot(labels, 10).float(), torch.randint(0, 10, (rank + 3,), generator=gen)
+
+
+def worker(rank: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=2)
+    pred, target, logits, labels = shard_data(rank)
+    seg, cls = SegmentationMetric(4), ClassificationMetric()
+    seg.update(pred, target)
+    cls.update(logits, labels)
+    seg.reduce()
+    cls.reduce()
+    torch.save({"confusion": seg.confusion, "counts": cls.counts}, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def test_reduce_sums_across_two_processes(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, __file__, str(rank), str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for rank in range(2)
+    ]
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+    files = [tmp_path / f"rank{rank}.pt" for rank in range(2)]
+    assert all(f.exists() for f in files), "workers did not report; their output:\n" + "\n".join(logs)
+
+    seg, cls = SegmentationMetric(4), ClassificationMetric()
+    for rank in range(2):
+        pred, target, logits, labels = shard_data(rank)
+        seg.update(pred, target)
+        cls.update(logits, labels)
+    for f in files:
+        result = torch.load(f)
+        torch.testing.assert_close(result["confusion"], seg.confusion, rtol=0, atol=0)
+        torch.testing.assert_close(result["counts"], cls.counts, rtol=0, atol=0)
+
+
+if __name__ == "__main__":
+    worker(int(sys.argv[1]), sys.argv[2])
