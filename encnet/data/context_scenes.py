@@ -1,0 +1,250 @@
+"""``context_scenes``: a generated segmentation set in which only the global scene tells classes apart.
+
+Why it exists: the paper's claim is that encoding global context fixes confusions between classes that look
+alike locally. Here that situation is built in, so the claim can be tested in minutes on a CPU.
+
+What an image is (defaults: 64×64, 300 train / 100 val, seed 0; sizes scale with ``image_size``):
+
+* one of 4 scenes — ``field``, ``beach``, ``street``, ``night`` — chosen per image;
+* a backdrop band across the top ~19% of the rows, the only scene cue: its colour and large-scale structure
+  differ per scene (field: green with horizontal bands; beach: light blue with a vertical gradient; street:
+  grey with vertical building bars; night: dark blue with star dots);
+* below it, the ground: one shared noisy grey-brown texture, drawn from the same distribution in every scene;
+* 2–4 objects placed only in the lower part of the ground, at least ~19% of the image height (12 px at 64)
+  below the backdrop, never overlapping. Every object kind appears in every scene with the same distribution,
+  so nothing within an object's neighbourhood (its pixels, the ground, the other objects) depends on the scene.
+
+Classes (11; no ignore pixels)::
+
+    0  background      ground and backdrop
+    1  field_disc      2  beach_disc      3  street_disc      4  night_disc     red/white striped disc
+    5  field_square    6  beach_square    7  street_square    8  night_square   blue/yellow checkered square
+    9  ring                                                                     magenta ring, any scene
+    10 cross                                                                    cyan cross, any scene
+
+Classes 1–8 are the ambiguous ones: a disc's label is ``<scene>_disc``, and its pixels and surroundings are
+identically distributed in all four scenes, so a per-pixel (1×1) or small-receptive-field classifier can at
+best guess among four (25%); the scene itself is trivially recognisable from the image as a whole (the mean
+colour of the backdrop). ``ring`` and ``cross`` are scene-independent controls that local features solve.
+
+On disk (a layout like the real datasets; written atomically into the cache folder)::
+
+    <folder>/images/<id>.png   RGB
+    <folder>/masks/<id>.png    L, values 0..10
+    <folder>/{train,val}.txt   ids, one per line
+    <folder>/meta.json         parameters, class and scene names, the scene of every image
+
+Deterministic: each image is drawn from its own generator seeded by (seed, split, index), so the same
+parameters give byte-identical files, and a bigger ``num_train`` extends a smaller one with the same images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from encnet.data.base import DatasetNotFoundError, SegmentationDataset, lookup_table, missing, read_split_list
+from encnet.data.cache import build_dir_atomically, default_cache_dir
+
+VERSION = 1
+SCENES = ("field", "beach", "street", "night")
+SHAPES = ("disc", "square")
+CLASS_NAMES = (
+    ("background",) + tuple(f"{scene}_{shape}" for shape in SHAPES for scene in SCENES) + ("ring", "cross")
+)
+AMBIGUOUS_CLASSES = tuple(range(1, 1 + len(SHAPES) * len(SCENES)))
+SPLIT_CODES = {"train": 0, "val": 1}
+
+BAND_FRACTION = 0.1875  # backdrop rows, the only place the scene shows
+GAP_FRACTION = 0.1875  # empty ground between the backdrop and the highest object
+
+GROUND_RGB = np.array([128, 118, 105], dtype=np.float64)
+BACKDROP_RGB = {
+    "field": (60, 150, 60),
+    "beach": (120, 185, 235),
+    "street": (115, 115, 125),
+    "night": (20, 25, 70),
+}
+
+LAYOUT = """\
+  ROOT/images/<id>.png, ROOT/masks/<id>.png, ROOT/{train,val}.txt, ROOT/meta.json"""
+
+
+def class_id(scene: str, shape: str) -> int:
+    return CLASS_NAMES.index(f"{scene}_{shape}")
+
+
+def folder_name(seed: int, num_train: int, num_val: int, image_size: int) -> str:
+    return f"context_scenes-v{VERSION}-seed{seed}-{num_train}x{num_val}-{image_size}px"
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1]: a coarse random grid upsampled bilinearly."""
+    grid = rng.uniform(-1, 1, size=(cells + 1, cells + 1))
+    ys, xs = np.linspace(0, cells, height), np.linspace(0, cells, width)
+    y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _backdrop(rng: np.random.Generator, scene: str, rows: int, width: int) -> np.ndarray:
+    base = np.array(BACKDROP_RGB[scene], dtype=np.float64) + rng.uniform(-12, 12, size=3)
+    y, x = np.mgrid[0:rows, 0:width].astype(np.float64)
+    if scene == "field":
+        shade = 18 * np.sign(np.sin(2 * np.pi * (y / rng.uniform(3, 5) + rng.uniform())))
+    elif scene == "beach":
+        shade = 40 * (y / max(rows - 1, 1) - 0.5)
+    elif scene == "street":
+        heights = rng.integers(rows // 3, rows + 1, size=width // 4 + 1)
+        shade = np.where(y >= rows - heights[(x // 4).astype(int)], 35.0, -20.0)
+    else:
+        shade = np.where(rng.uniform(size=(rows, width)) < 0.06, 180.0, 0.0)
+    return base + shade[..., None] + rng.normal(0, 4, size=(rows, width, 3))
+
+
+def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    c = (size - 1) / 2
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    r = np.hypot(y - c, x - c)
+    if kind == "disc":
+        return r <= size / 2
+    if kind == "square":
+        return np.ones((size, size), dtype=bool)
+    if kind == "ring":
+        return (r <= size / 2) & (r >= size / 2 - max(2, size // 5))
+    arm = max(2, size // 4)  # cross
+    return (np.abs(y - c) <= arm / 2) | (np.abs(x - c) <= arm / 2)
+
+
+def _object_pixels(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """RGB fill of an object, the same distribution whatever the scene."""
+    y, x = np.mgrid[0:size, 0:size]
+    jitter = rng.uniform(-10, 10, size=3)
+    if kind == "disc":  # horizontal stripes, period 4 px, random phase
+        on = ((y + rng.integers(4)) // 2) % 2 == 0
+        colours = np.where(on[..., None], (205, 40, 40), (235, 235, 235))
+    elif kind == "square":  # 3-px checkerboard, random phase
+        on = (((y + rng.integers(6)) // 3 + (x + rng.integers(6)) // 3) % 2) == 0
+        colours = np.where(on[..., None], (40, 60, 205), (235, 210, 40))
+    elif kind == "ring":
+        colours = np.broadcast_to(np.array((200, 40, 200)), (size, size, 3))
+    else:
+        colours = np.broadcast_to(np.array((30, 200, 200)), (size, size, 3))
+    return colours + jitter + rng.normal(0, 6, size=(size, size, 3))
+
+
+def draw_scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """One image (H×W×3 uint8), its mask (H×W uint8) and its scene name."""
+    s = image_size
+    scene = SCENES[int(rng.integers(len(SCENES)))]
+    band = max(1, round(BAND_FRACTION * s))
+    top = band + max(1, round(GAP_FRACTION * s))
+
+    image = GROUND_RGB + 14 * _smooth_noise(rng, s, s, 4)[..., None] + rng.normal(0, 8, size=(s, s, 3))
+    image[:band] = _backdrop(rng, scene, band, s)
+    mask = np.zeros((s, s), dtype=np.uint8)
+
+    taken = np.zeros((s, s), dtype=bool)
+    count = int(rng.integers(2, 5))
+    kinds = []
+    for i in range(count):
+        # At least one ambiguous object per image; the rest ambiguous with probability 0.7.
+        if i == 0 or rng.uniform() < 0.7:
+            kinds.append(SHAPES[int(rng.integers(len(SHAPES)))])
+        else:
+            kinds.append(("ring", "cross")[int(rng.integers(2))])
+    for kind in kinds:
+        size = int(rng.integers(round(0.16 * s), round(0.25 * s) + 1))
+        for _attempt in range(30):
+            y0 = int(rng.integers(top, s - size + 1))
+            x0 = int(rng.integers(0, s - size + 1))
+            window = (slice(max(0, y0 - 1), y0 + size + 1), slice(max(0, x0 - 1), x0 + size + 1))
+            if not taken[window].any():
+                break
+        else:
+            continue  # no free place left: fewer objects
+        shape = _shape_mask(kind, size, rng)
+        label = class_id(scene, kind) if kind in SHAPES else CLASS_NAMES.index(kind)
+        region = (slice(y0, y0 + size), slice(x0, x0 + size))
+        image[region][shape] = _object_pixels(kind, size, rng)[shape]
+        mask[region][shape] = label
+        taken[region] = True
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, scene
+
+
+def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64):
+    """Write the dataset into the (empty) folder ``out``."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    scenes = {}
+    for split, count in (("train", num_train), ("val", num_val)):
+        ids = []
+        for index in range(count):
+            rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
+            image, mask, scene = draw_scene(rng, image_size)
+            image_id = f"{split}_{index:05d}"
+            Image.fromarray(image).save(out / "images" / f"{image_id}.png")
+            Image.fromarray(mask, mode="L").save(out / "masks" / f"{image_id}.png")
+            ids.append(image_id)
+            scenes[image_id] = scene
+        (out / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    meta = {
+        "dataset": "context_scenes",
+        "version": VERSION,
+        "seed": seed,
+        "num_train": num_train,
+        "num_val": num_val,
+        "image_size": image_size,
+        "class_names": list(CLASS_NAMES),
+        "ambiguous_classes": list(AMBIGUOUS_CLASSES),
+        "scene_names": list(SCENES),
+        "scenes": scenes,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def ensure_context_scenes(
+    cache_dir: str | Path | None = None, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64
+) -> Path:
+    """Path of the generated dataset with these parameters, building it first if it is not in the cache."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = cache_dir / folder_name(seed, num_train, num_val, image_size)
+    return build_dir_atomically(
+        final, lambda tmp: generate_context_scenes(tmp, seed, num_train, num_val, image_size)
+    )
+
+
+class ContextScenes(SegmentationDataset):
+    """The generated dataset in ``root`` (a folder made by :func:`ensure_context_scenes`)."""
+
+    name = "context_scenes"
+    num_classes = len(CLASS_NAMES)
+    class_names = CLASS_NAMES
+    scene_names = SCENES
+    ambiguous_classes = AMBIGUOUS_CLASSES
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Callable | None = None):
+        super().__init__(transform)
+        if split not in SPLIT_CODES:
+            raise ValueError(f"context_scenes splits are {tuple(SPLIT_CODES)}; got {split!r}")
+        self.root, self.split = Path(root), split
+        fix = f"python -m encnet.data.prepare context_scenes --root {self.root.parent}"
+        if not (self.root / "meta.json").is_file():
+            raise missing("context_scenes meta.json", self.root / "meta.json", LAYOUT, fix)
+        self.meta = json.loads((self.root / "meta.json").read_text())
+        if self.meta.get("dataset") != "context_scenes":
+            raise DatasetNotFoundError(f"{self.root / 'meta.json'} does not describe a context_scenes folder")
+        self.ids = read_split_list(self.root / f"{split}.txt", LAYOUT, fix)
+        self.image_scenes = [self.meta["scenes"][i] for i in self.ids]
+        self.label_table = lookup_table(256, {v: v for v in range(self.num_classes)})
+
+    def paths(self, index: int) -> tuple[Path, Path]:
+        image_id = self.ids[index]
+        return self.root / "images" / f"{image_id}.png", self.root / "masks" / f"{image_id}.png"

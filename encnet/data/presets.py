@@ -1,0 +1,99 @@
+"""Augmentation recipes as named presets (PAPER.md §5 for segmentation, §7 for CIFAR).
+
+Segmentation presets take and return ``(tv_tensors.Image uint8, tv_tensors.Mask int64)`` and give back a
+float32 normalised image and the int64 mask. Classification presets take and return the image only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torchvision.transforms import v2
+
+from encnet.data.base import IGNORE_INDEX
+from encnet.data.transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    pad_and_random_crop,
+    random_rotation,
+    random_scale,
+    to_float_and_normalize,
+)
+
+
+class SegmentationTrainPreset:
+    """Random scale of the base size, optional rotation, pad with ignore + random crop, flip, normalise.
+
+    The paper mentions a random rotation of ±10°; the released code does not rotate, hence
+    ``rotate_degrees=0`` by default (configs set ``rotate_degrees: 10`` to follow the paper).
+    """
+
+    def __init__(
+        self,
+        base_size: int,
+        crop_size: int,
+        scale_range: Sequence[float] = (0.5, 2.0),
+        rotate_degrees: float = 0,
+        hflip: bool = True,
+        ignore_index: int = IGNORE_INDEX,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        steps = [random_scale(base_size, scale_range)]
+        if rotate_degrees:
+            steps.append(random_rotation(rotate_degrees, ignore_index))
+        steps.append(pad_and_random_crop(crop_size, ignore_index))
+        if hflip:
+            steps.append(v2.RandomHorizontalFlip(0.5))
+        steps.append(to_float_and_normalize(mean, std))
+        self.transforms = v2.Compose(steps)
+
+    def __call__(self, image, mask):
+        return self.transforms(image, mask)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms})"
+
+
+class SegmentationEvalPreset:
+    """Normalisation only: the full image at its own size (multi-scale and sliding windows are the evaluator's)."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.transforms = to_float_and_normalize(mean, std)
+
+    def __call__(self, image, mask):
+        return self.transforms(image, mask)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms})"
+
+
+class ClassificationTrainPreset:
+    """The standard CIFAR recipe: zero-pad by ``padding`` and random-crop back, horizontal flip, normalise."""
+
+    def __init__(
+        self,
+        crop_size: int = 32,
+        padding: int = 4,
+        hflip: bool = True,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ):
+        steps = [v2.RandomCrop(crop_size, padding=padding, fill=0)]
+        if hflip:
+            steps.append(v2.RandomHorizontalFlip(0.5))
+        steps.append(to_float_and_normalize(mean, std))
+        self.transforms = v2.Compose(steps)
+
+    def __call__(self, image):
+        return self.transforms(image)
+
+
+class ClassificationEvalPreset:
+    def __init__(self, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD):
+        self.transforms = to_float_and_normalize(mean, std)
+
+    def __call__(self, image):
+        return self.transforms(image)

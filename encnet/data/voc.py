@@ -1,0 +1,130 @@
+"""PASCAL VOC 2012 with the SBD augmented training set (PAPER.md §6): 21 classes, 255 = ignore.
+
+Layout (``python -m encnet.data.prepare pascal_voc`` writes it from the official archives)::
+
+    ROOT/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+    ROOT/VOCdevkit/VOC2012/SegmentationClass/<id>.png          palette PNG, values 0..20 and 255
+    ROOT/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
+    train_aug, either
+    ROOT/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png       values 0..20 (and 255)
+    ROOT/VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt
+    or SBD as extracted from benchmark.tgz
+    ROOT/benchmark_RELEASE/dataset/cls/<id>.mat                 GTcls.Segmentation, read with scipy.io
+    ROOT/benchmark_RELEASE/dataset/{train,val}.txt
+
+``train_aug`` (10,582 images) = (SBD train ∪ SBD val ∪ VOC train) − VOC val. Without a ``train_aug.txt`` the
+list is computed that way. Where an image has both an SBD and a VOC label, the SBD one is used (as the
+``SegmentationClassAug`` folder that DeepLab and the authors' code used); images only in VOC train use VOC's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from encnet.data.base import IGNORE_INDEX, SegmentationDataset, lookup_table, missing, read_split_list
+
+CLASS_NAMES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+LAYOUT = """\
+  ROOT/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+  ROOT/VOCdevkit/VOC2012/SegmentationClass/<id>.png
+  ROOT/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
+  for train_aug also: ROOT/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png (+ ImageSets/Segmentation/train_aug.txt)
+                  or: ROOT/benchmark_RELEASE/dataset/{cls/<id>.mat,train.txt,val.txt} (SBD)"""
+
+SPLITS = ("train", "val", "trainval", "train_aug")
+
+
+def prepare_command(root) -> str:
+    return (
+        f"python -m encnet.data.prepare pascal_voc --src DIR_WITH(VOCtrainval_11-May-2012.tar,benchmark.tgz) "
+        f"--root {root}"
+    )
+
+
+def read_sbd_mat(path: Path) -> np.ndarray:
+    import scipy.io  # imported on first use: most runs never read SBD's .mat files
+
+    return np.asarray(scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["GTcls"].Segmentation)
+
+
+def train_aug_ids(root: Path) -> list[str]:
+    """(SBD train ∪ SBD val ∪ VOC train) − VOC val, in sorted order."""
+    root = Path(root)
+    sets = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    fix = prepare_command(root)
+    ids = set(read_split_list(sets / "train.txt", LAYOUT, fix))
+    for name in ("train.txt", "val.txt"):
+        ids.update(read_split_list(sbd / name, LAYOUT, fix))
+    return sorted(ids - set(read_split_list(sets / "val.txt", LAYOUT, fix)))
+
+
+class PascalVOC(SegmentationDataset):
+    name = "pascal_voc"
+    num_classes = 21
+    class_names = CLASS_NAMES
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Callable | None = None):
+        super().__init__(transform)
+        split = self._resolve_split(split)
+        if split not in SPLITS:
+            raise ValueError(f"{self.name} splits are {SPLITS}; got {split!r}")
+        self.root, self.split = Path(root), split
+        self.devkit = self.root / "VOCdevkit" / "VOC2012"
+        self.sbd = self.root / "benchmark_RELEASE" / "dataset"
+        if not (self.devkit / "JPEGImages").is_dir():
+            raise missing("PASCAL VOC 2012 images", self.devkit / "JPEGImages", LAYOUT, prepare_command(root))
+        self.label_table = lookup_table(256, {**{v: v for v in range(21)}, IGNORE_INDEX: IGNORE_INDEX})
+
+        sets = self.devkit / "ImageSets" / "Segmentation"
+        if split != "train_aug":
+            self.ids = read_split_list(sets / f"{split}.txt", LAYOUT, prepare_command(root))
+            self._label_source = {i: "voc" for i in self.ids}
+            return
+        aug_dir = self.devkit / "SegmentationClassAug"
+        if (sets / "train_aug.txt").is_file():
+            self.ids = read_split_list(sets / "train_aug.txt", LAYOUT, prepare_command(root))
+        else:
+            self.ids = train_aug_ids(self.root)
+        if aug_dir.is_dir():
+            self._label_source = {i: "aug" for i in self.ids}
+        elif (self.sbd / "cls").is_dir():
+            self._label_source = {i: "sbd" if (self.sbd / "cls" / f"{i}.mat").is_file() else "voc" for i in self.ids}
+        else:
+            raise missing("train_aug labels (SegmentationClassAug or SBD cls/)", aug_dir, LAYOUT, prepare_command(root))
+
+    def _resolve_split(self, split: str) -> str:
+        return split
+
+    def paths(self, index: int) -> tuple[Path, Path]:
+        image_id = self.ids[index]
+        source = self._label_source[image_id]
+        if source == "aug":
+            label = self.devkit / "SegmentationClassAug" / f"{image_id}.png"
+        elif source == "sbd":
+            label = self.sbd / "cls" / f"{image_id}.mat"
+        else:
+            label = self.devkit / "SegmentationClass" / f"{image_id}.png"
+        return self.devkit / "JPEGImages" / f"{image_id}.jpg", label
+
+    def read_raw_label(self, index: int) -> np.ndarray:
+        label_path = self.paths(index)[1]
+        if label_path.suffix == ".mat":
+            return read_sbd_mat(label_path)
+        return super().read_raw_label(index)
+
+
+class PascalVOCAug(PascalVOC):
+    """VOC 2012 for the ``pascal_aug`` recipe: split ``train`` means ``train_aug`` (10,582 images)."""
+
+    name = "pascal_voc_aug"
+
+    def _resolve_split(self, split: str) -> str:
+        return "train_aug" if split == "train" else split

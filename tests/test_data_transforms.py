@@ -1,0 +1,127 @@
+"""Joint transforms: the image is drawn FROM the mask (one colour per label), so after any augmentation the
+image must still spell out the transformed mask away from interpolation edges."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from torchvision import tv_tensors
+
+from encnet.data.presets import (
+    ClassificationEvalPreset,
+    ClassificationTrainPreset,
+    SegmentationEvalPreset,
+    SegmentationTrainPreset,
+)
+
+torch.set_num_threads(1)
+PALETTE = np.array(
+    [[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.9, 0.1], [0.9, 0.1, 0.9], [0.1, 0.9, 0.9],
+     [0.5, 0.5, 0.5], [0.95, 0.95, 0.95]]
+)  # fmt: skip
+IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # keeps pixel values readable after normalisation
+
+
+def coded_pair(height=48, width=72, seed=0):
+    """Blocky random labels (incl. 1-px-wide stripes at the top) and the image that paints them."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, len(PALETTE), size=(height // 24 + 1, width // 24 + 1))
+    mask = np.kron(blocks, np.ones((24, 24), dtype=np.int64))[:height, :width]
+    mask[:4] = np.arange(width) % 3  # thin structures are where a wrong interpolation would show first
+    image = (PALETTE[mask] * 255).round().astype(np.uint8).transpose(2, 0, 1)
+    return tv_tensors.Image(torch.from_numpy(image)), tv_tensors.Mask(torch.from_numpy(mask))
+
+
+def decode(image: torch.Tensor) -> np.ndarray:
+    """Nearest palette label of each pixel of a float image in [0, 1]."""
+    pixels = image.permute(1, 2, 0).numpy().astype(np.float64)
+    return np.linalg.norm(pixels[:, :, None, :] - PALETTE[None, None], axis=-1).argmin(-1)
+
+
+def interior(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 5×5 neighbourhood carries a single label (away from label, fill and crop edges: beyond the
+    crop there may be rotation fill, which the image blends in bilinearly)."""
+    low = ndimage.minimum_filter(mask, size=5, mode="constant", cval=255)
+    high = ndimage.maximum_filter(mask, size=5, mode="constant", cval=255)
+    return (low == high) & (mask != 255)
+
+
+@pytest.mark.parametrize("rotate", [0, 10, 30])
+def test_train_preset_keeps_image_and_mask_aligned(rotate):
+    torch.manual_seed(0)
+    preset = SegmentationTrainPreset(base_size=64, crop_size=56, scale_range=(0.5, 2.0), rotate_degrees=rotate,
+                                     **IDENTITY)  # fmt: skip
+    padded = 0
+    for seed in range(12):
+        image, mask = coded_pair(seed=seed)
+        out_image, out_mask = preset(image, mask)
+        assert isinstance(out_mask, tv_tensors.Mask) and out_mask.dtype == torch.int64
+        assert out_image.dtype == torch.float32 and out_image.shape == (3, 56, 56) and out_mask.shape == (56, 56)
+        m = out_mask.numpy()
+        # no new label values: only the input's, plus the ignore label from padding/rotation
+        assert set(np.unique(m)) <= set(np.unique(mask.numpy())) | {255}
+        inside = interior(m)
+        assert inside.sum() > 100
+        agreement = (decode(out_image)[inside] == m[inside]).mean()
+        assert agreement == 1.0, f"seed {seed}: image and mask disagree on {1 - agreement:.1%} of interior pixels"
+        # ignore only on the mask: where the mask was filled, the image was filled with 0
+        filled = m == 255
+        assert np.all(out_image.numpy()[:, ndimage.binary_erosion(filled, iterations=2)] == 0)
+        padded += int(filled.any())
+    assert padded > 0  # scale 0.5 of base 64 gives 32-px sides, so some crops must have been padded
+
+
+def test_random_scale_sets_the_long_side_and_flip_mirrors_both():
+    image, mask = coded_pair(height=30, width=20)
+    preset = SegmentationTrainPreset(base_size=40, crop_size=64, scale_range=(0.5, 0.5), hflip=False, **IDENTITY)
+    _, out_mask = preset(image, mask)
+    labelled = (out_mask != 255).numpy()
+    # long side 30 → 0.5·40 = 20, short side 20 → int(20·20/30) = 13
+    assert labelled.sum() == 20 * 13
+    rows, cols = np.nonzero(labelled)
+    assert rows.max() - rows.min() + 1 == 20 and cols.max() - cols.min() + 1 == 13
+
+    torch.manual_seed(1)
+    image, mask = coded_pair(height=32, width=32)
+    flipper = SegmentationTrainPreset(base_size=32, crop_size=32, scale_range=(1.0, 1.0), **IDENTITY)
+    seen_flip = False
+    for _ in range(10):
+        out_image, out_mask = flipper(image, mask)
+        assert np.all(decode(out_image)[interior(out_mask.numpy())] == out_mask.numpy()[interior(out_mask.numpy())])
+        seen_flip |= torch.equal(out_mask, mask.flip(-1))
+    assert seen_flip
+
+
+def test_masks_are_resized_with_nearest_neighbour_only():
+    torch.manual_seed(0)
+    mask = tv_tensors.Mask(torch.tensor([[0, 10], [20, 30]]).repeat_interleave(7, 0).repeat_interleave(7, 1))
+    image = tv_tensors.Image(torch.zeros(3, 14, 14, dtype=torch.uint8))
+    preset = SegmentationTrainPreset(base_size=14, crop_size=8, scale_range=(0.37, 1.9), rotate_degrees=17)
+    for _ in range(20):
+        _, out = preset(image, mask)
+        assert set(out.unique().tolist()) <= {0, 10, 20, 30, 255}
+
+
+def test_eval_preset_keeps_full_image_and_normalises():
+    image, mask = coded_pair(height=37, width=53)
+    out_image, out_mask = SegmentationEvalPreset()(image, mask)
+    assert out_image.shape == (3, 37, 53) and torch.equal(out_mask, mask)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = (image.double() / 255 - mean.double()[:, None, None]) / std.double()[:, None, None]
+    torch.testing.assert_close(out_image.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_classification_presets():
+    torch.manual_seed(0)
+    image = tv_tensors.Image(torch.full((3, 32, 32), 255, dtype=torch.uint8))
+    train = ClassificationTrainPreset(**IDENTITY)
+    zero_border_seen = False
+    for _ in range(10):
+        out = train(image)
+        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+        assert set(out.unique().tolist()) <= {0.0, 1.0}
+        zero_border_seen |= bool((out == 0).any())
+    assert zero_border_seen  # zero padding of 4 then a random crop
+    out = ClassificationEvalPreset()(image)
+    expected = (1 - torch.tensor([0.4914, 0.4822, 0.4465])) / torch.tensor([0.2023, 0.1994, 0.2010])
+    torch.testing.assert_close(out[:, 0, 0], expected)
