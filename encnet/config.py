@@ -1,0 +1,283 @@
+"""Typed experiment configuration: one YAML file per experiment, loaded into nested dataclasses.
+
+A config file lives at ``configs/<profile>/<experiment>.yaml``; ``profile`` and ``experiment`` default to
+those two path components. Every key has one name from YAML to log to table column (see
+``docs/ARCHITECTURE.md``). Unknown keys and values of the wrong type are errors that name the dotted key and
+the file (or the command-line override) they came from, so a typo never silently trains the default.
+
+The resolved config (file + overrides, defaults filled in) is what runs, what ``config.yaml`` in the run
+folder records, and what the run id hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "effective_lr",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+]
+
+PAPER_MS_SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the schema."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build; for segmentation the arguments of ``encnet.models.build_model``."""
+
+    name: str = "encnet"  # encnet | fcn, or a CIFAR name such as "EncNet-32k128d" for classification
+    backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny
+    pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
+    num_codes: int = 32
+    se_loss: bool = True
+    aux: bool = True
+    lateral: bool = False
+    attention: str = "release"  # release: ReLU(x + x·γ); paper: x·γ (PAPER.md §2)
+    # Start from a whole trained model: a run folder or checkpoint file (the VOC stages of PAPER.md §5).
+    init_from: str = ""
+
+
+@dataclass
+class DataConfig:
+    """Dataset, augmentation and loader settings (PAPER.md §5)."""
+
+    dataset: str = "pascal_context"
+    root: str | None = "data"  # generated demo data: a cache folder (null: $ENCNET_CACHE or ~/.cache/encnet)
+    num_classes: int | None = None  # None: the dataset's own count (e.g. pascal_context 59; 60 w/ background)
+    base_size: int = 520
+    crop_size: int = 480
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    rotate_degrees: float = 0.0  # the paper mentions ±10°; the released code does not rotate
+    hflip: bool = True
+    workers: int = 4
+    train_split: str = "train"
+    val_split: str = "val"
+    # Extra keyword arguments for ``encnet.data.build_dataset``: the generated demo data's knobs
+    # (context_scenes: seed, num_train, num_val, image_size; context_textures: seed, num_train, num_test).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (PAPER.md §5 for segmentation, §7 for CIFAR-10)."""
+
+    epochs: int = 80
+    batch_size: int = 16  # global: split evenly over the processes
+    base_lr: float = 0.001  # for a batch of ``lr_ref_batch``; scaled linearly to ``batch_size``
+    lr_ref_batch: int = 16
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["poly", "cosine"] = "poly"
+    poly_power: float = 0.9
+    se_weight: float = 0.2
+    aux_weight: float = 0.2
+    amp: bool = False  # CUDA only; ignored with a warning on CPU
+    syncbn: bool = True  # converted only when more than one process trains
+    checkpoint_every: int = 1  # epochs; the last epoch is always checkpointed
+    val_every: int = 1  # epochs between single-scale monitoring evaluations; 0: only after the last epoch
+
+
+@dataclass
+class EvalConfig:
+    """The multi-scale + flip protocol used for reported numbers (PAPER.md §5).
+
+    Single-scale evaluation (monitoring, and ``eval.json``) feeds the full image; the multi-scale protocol
+    resizes the long side to ``base_size · scale`` and slides a ``crop_size`` window with stride
+    ``stride_ratio · crop_size``. ``crop_size``/``base_size`` of None mean the data section's values.
+    """
+
+    scales: list[float] = field(default_factory=lambda: list(PAPER_MS_SCALES))
+    flip: bool = True
+    crop_size: int | None = None
+    base_size: int | None = None
+    stride_ratio: float = 2.0 / 3.0
+
+
+@dataclass
+class Config:
+    experiment: str = ""
+    profile: str = ""
+    task: Literal["segmentation", "classification"] = "segmentation"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def effective_lr(train: TrainConfig) -> float:
+    """The paper's linear scaling: lr = base_lr / lr_ref_batch · batch_size (PAPER.md §5)."""
+    return train.base_lr / train.lr_ref_batch * train.batch_size
+
+
+# --------------------------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int → float only)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: key '{key}' expects {expected}, found {value!r} ({type(value).__name__})"
+        )
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(value, a, key, source)
+            except ConfigError as err:
+                errors.append(err)
+        raise fail(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(f"a list of {_type_name(args[0])}")
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail(f"a mapping of {tp.__name__} keys")
+        return _build(tp, value, key + ".", source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for key '{key}'")
+
+
+def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' (known keys under "
+            f"'{prefix.rstrip('.') or '<top level>'}': {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> Config:
+    """Build a :class:`Config` from a nested mapping, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, found {type(data).__name__}")
+    return _build(Config, data, "", source)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    cls: Any = Config
+    for depth, part in enumerate(parts[:-1]):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            raise ConfigError(f"{source}: unknown section '{'.'.join(parts[: depth + 1])}' in override "
+                              f"'{dotted}'")
+        cls = hints[part]
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: '{'.'.join(parts[: depth + 1])}' is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested mapping, in order."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.se_weight=0.4)")
+        key, raw = item.split("=", 1)
+        # Each override is checked on its own so that an error names the override, not the file.
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        _set_dotted(data, key.strip(), value, f"override '{item}'")
+        config_from_dict(_plain_copy(data), f"override '{item}'")
+    return data
+
+
+def _plain_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _plain_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain_copy(v) for v in data]
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (YAML), apply ``overrides`` and return the checked, resolved :class:`Config`.
+
+    ``profile``/``experiment`` default to the parent folder's and the file's name
+    (``configs/<profile>/<experiment>.yaml``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (configs live under configs/<profile>/)")
+    data = yaml.safe_load(path.read_text()) or {}
+    config = config_from_dict(data, str(path))  # errors name the file first
+    data = apply_overrides(_plain_copy(data), list(overrides))
+    data.setdefault("experiment", path.stem)
+    data.setdefault("profile", path.parent.name)
+    config = config_from_dict(data, str(path))
+    if not config.experiment or not config.profile:
+        raise ConfigError(f"{path}: 'experiment' and 'profile' must not be empty")
+    return config

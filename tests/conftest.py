@@ -1,0 +1,72 @@
+"""Shared fixtures for the engine tests: tiny generated-data configs written into temporary folders."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+TINY_SEGMENTATION = {
+    "task": "segmentation",
+    "seed": 0,
+    "model": {"name": "encnet", "backbone": "resnet_tiny", "pretrained": "none", "num_codes": 8},
+    "data": {
+        "dataset": "context_scenes",
+        "base_size": 32,
+        "crop_size": 32,
+        "scale_min": 0.75,
+        "scale_max": 1.25,
+        "workers": 0,
+        "options": {"seed": 0, "num_train": 8, "num_val": 3, "image_size": 32},
+    },
+    "train": {"epochs": 3, "batch_size": 4, "base_lr": 0.02, "val_every": 1},
+    "eval": {"scales": [0.75, 1.25], "flip": True, "crop_size": 24, "base_size": 32},
+}
+
+TINY_CLASSIFICATION = {
+    "task": "classification",
+    "seed": 0,
+    "model": {"name": "SE-ResNet-16d"},
+    "data": {
+        "dataset": "context_textures",
+        "crop_size": 32,
+        "workers": 0,
+        "val_split": "test",
+        "options": {"seed": 0, "num_train": 16, "num_test": 8},
+    },
+    "train": {"epochs": 2, "batch_size": 8, "base_lr": 0.05, "lr_ref_batch": 8, "lr_schedule": "cosine"},
+}
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """One cache folder for the generated demo data of the whole session (built once, on first use)."""
+    return tmp_path_factory.mktemp("encnet_cache")
+
+
+@pytest.fixture()
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_config(folder: Path, data: dict, cache: Path, name: str = "tiny") -> Path:
+    """Write ``data`` as ``folder/test/<name>.yaml`` with its data root pointing at ``cache``."""
+    data = yaml.safe_load(yaml.safe_dump(data))
+    data["data"]["root"] = str(cache)
+    path = folder / "test" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture()
+def tiny_segmentation_config(tmp_path, data_cache) -> Path:
+    return write_config(tmp_path / "configs", TINY_SEGMENTATION, data_cache, "tiny_seg")
+
+
+@pytest.fixture()
+def tiny_classification_config(tmp_path, data_cache) -> Path:
+    return write_config(tmp_path / "configs", TINY_CLASSIFICATION, data_cache, "tiny_cls")

@@ -1,0 +1,86 @@
+"""Config loading: the schema is enforced, errors name the key and the source, overrides apply."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from encnet.config import Config, ConfigError, config_from_dict, load_config, to_dict, to_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text, name="demo/exp.yaml"):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_is_an_error_naming_the_dotted_key_and_file(tmp_path):
+    path = write(tmp_path, "train:\n  se_wieght: 0.4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "train.se_wieght" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_top_level_key_and_unknown_override_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="'optimiser'"):
+        load_config(write(tmp_path, "optimiser: sgd\n"))
+    path = write(tmp_path, "seed: 1\n")
+    with pytest.raises(ConfigError, match=r"model\.num_code"):
+        load_config(path, ["model.num_code=16"])
+    with pytest.raises(ConfigError, match="modle"):
+        load_config(path, ["modle.num_codes=16"])
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train:\n  epochs: ten\n", "train.epochs"),
+        ("train:\n  epochs: 2.5\n", "train.epochs"),
+        ("model:\n  se_loss: 1\n", "model.se_loss"),
+        ("train:\n  lr_schedule: step\n", "train.lr_schedule"),
+        ("eval:\n  scales: [0.5, big]\n", "eval.scales[1]"),
+        ("task: detection\n", "task"),
+        ("model: encnet\n", "model"),
+    ],
+)
+def test_wrong_type_is_an_error_naming_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert f"'{key}'" in str(err.value)
+
+
+def test_overrides_apply_with_yaml_types_and_are_checked(tmp_path):
+    path = write(tmp_path, "train:\n  se_weight: 0.2\n  epochs: 3\n")
+    config = load_config(path, ["train.se_weight=0.4", "model.num_codes=16", "eval.scales=[1.0, 1.5]",
+                                "data.num_classes=60"])
+    assert config.train.se_weight == 0.4 and config.model.num_codes == 16
+    assert config.eval.scales == [1.0, 1.5] and config.data.num_classes == 60
+    assert config.train.epochs == 3
+    with pytest.raises(ConfigError, match=r"override 'train\.epochs=many'.*'train\.epochs'"):
+        load_config(path, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(path, ["train.epochs"])
+
+
+def test_profile_and_experiment_default_to_the_path(tmp_path):
+    config = load_config(write(tmp_path, "seed: 3\n", "paper/pcontext_encnet_r50.yaml"))
+    assert (config.profile, config.experiment, config.seed) == ("paper", "pcontext_encnet_r50", 3)
+
+
+def test_ints_are_accepted_as_floats_and_yaml_round_trips(tmp_path):
+    config = load_config(write(tmp_path, "train:\n  base_lr: 1\n"))
+    assert isinstance(config.train.base_lr, float)
+    again = config_from_dict(yaml.safe_load(to_yaml(config)))
+    assert again == config
+    assert to_dict(again)["model"]["num_codes"] == 32
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+    assert config.profile == path.parent.name and config.experiment == path.stem

@@ -1,0 +1,39 @@
+"""LR schedules against their closed forms, evaluated independently in float64 with math."""
+
+import math
+
+import pytest
+
+from encnet.config import TrainConfig, effective_lr
+from encnet.schedules import lr_at, poly_lr
+
+
+def test_poly_lr_matches_formula_over_a_run():
+    base, total = 0.01, 37
+    for it in range(total + 1):
+        want = base * math.pow(1.0 - float(it) / float(total), 0.9)
+        assert lr_at("poly", base, it, total, power=0.9) == pytest.approx(want, rel=1e-15, abs=0)
+    assert poly_lr(base, 0, total) == base
+    assert poly_lr(base, total, total) == 0.0
+
+
+def test_cosine_lr_matches_formula_and_endpoints():
+    base, total = 0.1, 50
+    assert lr_at("cosine", base, 0, total) == pytest.approx(base)
+    assert lr_at("cosine", base, total // 2, total) == pytest.approx(base / 2)
+    assert lr_at("cosine", base, total, total) == pytest.approx(0.0, abs=1e-15)
+    assert lr_at("cosine", base, 7, total) == pytest.approx(base * (1 + math.cos(math.pi * 7 / 50)) / 2)
+
+
+def test_unknown_schedule_and_out_of_range_are_errors():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_at("step", 0.1, 0, 10)
+    with pytest.raises(ValueError, match="outside"):
+        lr_at("poly", 0.1, 11, 10)
+
+
+def test_effective_lr_scales_linearly_with_batch_as_the_paper():
+    # PAPER.md §5: lr = base / 16 · batch; pcontext base 0.001 at batch 16 → 0.001, at batch 32 → 0.002
+    assert effective_lr(TrainConfig(base_lr=0.001, batch_size=16)) == pytest.approx(0.001)
+    assert effective_lr(TrainConfig(base_lr=0.001, batch_size=32)) == pytest.approx(0.002)
+    assert effective_lr(TrainConfig(base_lr=0.004, batch_size=4)) == pytest.approx(0.001)
