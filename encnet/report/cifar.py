@@ -1,0 +1,291 @@
+"""CIFAR-10 outputs (paper §4.4, PAPER.md §7): the error/parameter table and the train/test error curves.
+
+Both are built from classification run folders only: the final test error from ``eval.json`` (``top1_error``),
+the curves from ``metrics.jsonl`` (``train_top1_error``, ``val_top1_error`` per epoch), the reported errors
+from ``reported.csv``. Parameter counts come from the network a row's config names (``model_parameters``
+builds it; nothing is trained or loaded).
+
+What the curves show: "train" is the running error over each epoch's augmented (crop + flip) batches with the
+network in training mode, as the engine logs it; "test" is the full test split in eval mode after the epoch
+(the run's ``data.val_split``; for CIFAR-10 and the demo's ``context_textures`` that is ``test``).
+
+Unlike the segmentation tables, a CIFAR row has two reported numbers for one model (the paper's 3.45 % and
+the authors' released checkpoint's 3.35 %), so the comparison is one line per model with a reported column
+and a Δ per source. Lower error is better, so the direction note reads "A < B".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from . import runlogs
+from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
+from .tables import NOT_RUN, check_profile, output_name, output_title, to_latex, to_markdown
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "ERROR",
+    "ModelRow",
+    "collect_curves",
+    "collect_errors",
+    "compare_errors",
+    "curve_points",
+    "display_errors",
+    "error_direction_note",
+    "model_parameters",
+    "plot_curves",
+    "write_error_table",
+]
+
+ERROR = "error"  # the metric's name in reported.csv: top-1 test error in percent
+CURVE_COLUMNS = ["row", "split", "epoch", "mean", "std", "n", "runs"]
+_CURVE_KEYS = {"train": "train_top1_error", "test": "val_top1_error"}
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model of the table: the network that ran and the paper's network it stands for."""
+
+    label: str  # the model that ran, as its config names it (e.g. "EncNet-8k16d" in the demo)
+    paper_model: str  # the paper's model this row plays (e.g. "EncNet-32k128d")
+    parameters: int | None = None  # learnable scalars of ``label``'s network
+    reported: tuple[tuple[str, str, str], ...] = ()  # (column, experiment, row) in reported.csv
+
+
+@functools.lru_cache(maxsize=None)
+def model_parameters(name: str, num_classes: int = 10) -> int:
+    """Learnable scalars of the CIFAR network ``name`` (e.g. "EncNet-32k128d") with ``num_classes`` outputs."""
+    from encnet.models.cifar import build_cifar_model, count_parameters
+
+    return count_parameters(build_cifar_model(name, num_classes=num_classes))
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is not None:
+        rel = os.path.relpath(path.resolve(), root.resolve())
+        if not rel.startswith(".."):
+            return Path(rel).as_posix()
+    return path.as_posix()
+
+
+def _finished_logs(refs: Iterable[tuple[str, str | Path]], runs_root: str | Path | None):
+    """(label, RunLog, run folder as shown) for every finished run; missing or unfinished runs are skipped."""
+    root = Path(runs_root) if runs_root is not None else None
+    for label, run_dir in refs:
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            continue
+        log = runlogs.read_run(run_dir)
+        if log.finished:
+            yield label, log, _relative(run_dir, root)
+
+
+def collect_errors(refs: Iterable[tuple[str, str | Path]], runs_root: str | Path | None = None) -> pd.DataFrame:
+    """Final test error of each finished run of ``(row label, run folder)``, in ``runlogs.RESULT_COLUMNS``."""
+    records = []
+    for label, log, shown in _finished_logs(refs, runs_root):
+        evaluation = log.evals.get(runlogs.SINGLE_SCALE, {})
+        if "top1_error" not in evaluation:
+            continue
+        records.append({
+            "experiment": log.config.get("experiment", log.run_dir.parent.name),
+            "row": label, "seed": log.seed,
+            "profile": log.config.get("profile", log.run_dir.parent.parent.name),
+            "eval": runlogs.SINGLE_SCALE, "metric": ERROR, "value": float(evaluation["top1_error"]),
+            "run_dir": shown,
+        })
+    return pd.DataFrame.from_records(records, columns=runlogs.RESULT_COLUMNS)
+
+
+def _check_profiles(frame: pd.DataFrame, profile: str, what: str) -> None:
+    check_profile(profile)
+    other = sorted(set(frame["profile"]) - {profile}) if len(frame) else []
+    if other:
+        raise ValueError(f"a {profile}-profile {what} was given runs of profile {other}; "
+                         "demo and paper runs never share a table or figure")
+
+
+def compare_errors(rows: Sequence[ModelRow], reported: pd.DataFrame, results: pd.DataFrame,
+                   profile: str) -> pd.DataFrame:
+    """One line per model: parameters, reproduced error mean / sample std over seeds, n, and per reported
+    source its value and Δ = reproduced − reported (paper profile only: demo runs measure other data)."""
+    _check_profiles(results, profile, "table")
+    sources = list(dict.fromkeys(column for row in rows for column, _, _ in row.reported))
+    records = []
+    for row in rows:
+        mine = results[(results["row"] == row.label) & (results["metric"] == ERROR)].sort_values("seed")
+        n = len(mine)
+        mean = float(mine["value"].mean()) if n else float("nan")
+        record = {
+            "row": row.label, "paper_model": row.paper_model,
+            "parameters": row.parameters if row.parameters is not None else pd.NA,
+            "reproduced_mean": mean,
+            "reproduced_std": float(mine["value"].std(ddof=1)) if n > 1 else float("nan"),
+            "n": n, "status": "ok" if n else NOT_RUN,
+            "runs": ";".join(mine["run_dir"]),
+        }
+        where = {column: (experiment, name) for column, experiment, name in row.reported}
+        for column in sources:
+            entry = lookup(reported, *where[column], ERROR) if column in where else None
+            value = float(entry["value"]) if entry is not None else float("nan")
+            record[f"reported {column}"] = value
+            record[f"reported_text {column}"] = format_reported(entry) if entry is not None else "—"
+            record[f"verified {column}"] = entry["verified"] if entry is not None else ""
+            comparable = n and entry is not None and profile == "paper"
+            record[f"delta {column}"] = mean - value if comparable else float("nan")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _sources(comparison: pd.DataFrame) -> list[str]:
+    return [c[len("reported "):] for c in comparison.columns if c.startswith("reported ")]
+
+
+def display_errors(comparison: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The printed layout. The demo adds the paper model each narrowed network stands for."""
+    lines = []
+    for _, line in comparison.iterrows():
+        shown = {"model": line["row"]}
+        if profile != "paper":
+            shown["stands for"] = line["paper_model"]
+        shown["parameters"] = "—" if pd.isna(line["parameters"]) else f"{int(line['parameters']):,}"
+        for source in _sources(comparison):
+            shown[f"error (%) reported, {source}"] = line[f"reported_text {source}"]
+        if line["status"] != "ok":
+            shown["error (%) reproduced"] = line["status"]
+        elif line["n"] > 1:
+            shown["error (%) reproduced"] = f"{line['reproduced_mean']:.2f} ± {line['reproduced_std']:.2f}"
+        else:
+            shown["error (%) reproduced"] = f"{line['reproduced_mean']:.2f}"
+        for source in _sources(comparison):
+            delta = line[f"delta {source}"]
+            shown[f"Δ {source}"] = "—" if pd.isna(delta) else f"{delta:+.2f}"
+        shown["n"] = str(int(line["n"]))
+        lines.append(shown)
+    return pd.DataFrame(lines)
+
+
+def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str) -> str:
+    """The paper's claim that ``lower`` has the lower test error than ``higher``, checked on the means."""
+    means = comparison.set_index("row")["reproduced_mean"]
+    claim = f"Direction {lower} < {higher} (test error)"
+    if lower not in means or higher not in means or pd.isna(means[lower]) or pd.isna(means[higher]):
+        return f"{claim}: not run."
+    gap = float(means[lower] - means[higher])
+    verdict = "reproduced" if gap < 0 else "NOT reproduced"
+    # A gap smaller than one seed's spread could flip with the next seed; say so rather than let the sign speak.
+    spread = comparison.set_index("row")["reproduced_std"][[lower, higher]].max()
+    if not pd.isna(spread) and abs(gap) <= spread:
+        verdict += f", but within one seed std ({spread:.2f}): inconclusive"
+    return f"{claim}: reproduced gap {gap:+.2f} → {verdict}."
+
+
+def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
+                      out_dir: str | Path, notes: Sequence[str] = ()) -> list[Path]:
+    """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the numbers behind the table."""
+    stem = output_name(name, profile)
+    title = output_title(title, profile)
+    notes = list(notes)
+    if any((comparison[f"verified {s}"] == "no").any() for s in _sources(comparison)):
+        notes.append(UNVERIFIED_FOOTNOTE)
+    traced = [f"{r['row']}: {r['runs']}" for _, r in comparison.iterrows() if r["runs"]]
+    if traced:
+        notes.append("Runs (under the runs root): " + "; ".join(traced) + ".")
+    table = display_errors(comparison, profile)
+    folder = Path(out_dir) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stem}.md", folder / f"{stem}.csv", folder / f"{stem}.tex"]
+    paths[0].write_text(to_markdown(table, title, caption, notes))
+    comparison.to_csv(paths[1], index=False, float_format="%.4f")
+    paths[2].write_text(to_latex(table, title, caption, notes))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------- curves
+
+
+def collect_curves(refs: Iterable[tuple[str, str | Path]], runs_root: str | Path | None = None) -> pd.DataFrame:
+    """Per-epoch errors of each finished run: columns row, seed, profile, epoch, split (train/test), error,
+    run_dir. Epochs without a test evaluation (``train.val_every`` > 1) have only their train point."""
+    records = []
+    for label, log, shown in _finished_logs(refs, runs_root):
+        profile = log.config.get("profile", log.run_dir.parent.parent.name)
+        for record in log.metrics:
+            for split, key in _CURVE_KEYS.items():
+                if key in record:
+                    records.append({"row": label, "seed": log.seed, "profile": profile,
+                                    "epoch": int(record["epoch"]), "split": split, "error": float(record[key]),
+                                    "run_dir": shown})
+    return pd.DataFrame.from_records(records, columns=["row", "seed", "profile", "epoch", "split", "error",
+                                                       "run_dir"])
+
+
+def curve_points(curves: pd.DataFrame, rows: Sequence[str], profile: str) -> pd.DataFrame:
+    """Mean and sample std over seeds per (row, split, epoch), rows in the given order; a row without runs
+    contributes nothing (the figure names it as not run)."""
+    _check_profiles(curves, profile, "figure")
+    records = []
+    for row in rows:
+        mine = curves[curves["row"] == row]
+        for (split, epoch), group in mine.groupby(["split", "epoch"], sort=True):
+            n = len(group)
+            records.append({"row": row, "split": split, "epoch": int(epoch),
+                            "mean": float(group["error"].mean()),
+                            "std": float(group["error"].std(ddof=1)) if n > 1 else float("nan"),
+                            "n": n, "runs": ";".join(sorted(group["run_dir"]))})
+    return pd.DataFrame.from_records(records, columns=CURVE_COLUMNS)
+
+
+def plot_curves(points: pd.DataFrame, rows: Sequence[str], name: str, title: str, profile: str,
+                out_dir: str | Path, subtitle: str = "") -> list[Path]:
+    """Two panels (train, test error against epoch), one line per model with a ±std band over seeds.
+
+    Writes ``figures/<name>[_demo].{png,pdf,csv}``; the CSV holds the plotted points.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # only here, at draw time: importing the library never touches the backend
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), sharey=True)
+    missing = [row for row in rows if not (points["row"] == row).any()]
+    for ax, split in zip(axes, ("train", "test")):
+        for i, row in enumerate(rows):
+            mine = points[(points["row"] == row) & (points["split"] == split)]
+            if mine.empty:
+                continue
+            colour = f"C{i}"
+            seeds = int(mine["n"].max())
+            ax.plot(mine["epoch"], mine["mean"], color=colour, marker="o", markersize=3,
+                    label=f"{row} ({seeds} seed{'s' if seeds > 1 else ''})")
+            if seeds > 1:
+                low, high = mine["mean"] - mine["std"].fillna(0.0), mine["mean"] + mine["std"].fillna(0.0)
+                ax.fill_between(mine["epoch"], low, high, color=colour, alpha=0.2, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{split} error", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 error (%)")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
+    suptitle = output_title(title, profile) + " (mean ± std over seeds)"
+    if subtitle:
+        suptitle += "\n" + subtitle
+    if missing:
+        suptitle += "\nnot run: " + ", ".join(missing)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = output_name(name, profile)
+    paths = [folder / f"{stem}.png", folder / f"{stem}.pdf", folder / f"{stem}.csv"]
+    fig.savefig(paths[0], dpi=120, metadata={"Software": None})
+    fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    plt.close(fig)
+    points.to_csv(paths[2], index=False, float_format="%.4f")
+    return paths

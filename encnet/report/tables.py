@@ -1,0 +1,232 @@
+"""Comparison tables: reported | reproduced | Δ, built from ``reported.csv`` and run logs only.
+
+``compare`` is pure (two DataFrames in, one tidy DataFrame out) and is what the tests check; ``display``
+turns it into the printed layout; ``write_table`` writes ``tables/<name>.md`` (tabulate), ``.csv`` (the tidy
+numbers, for anyone re-analysing them) and ``.tex``.
+
+Δ is reproduced − reported, and is computed only when both measure the same thing: the paper profile and the
+same split. A demo-profile table runs a CPU-sized model on generated data, so its numbers are not comparable to
+the paper's; what a demo can show is the paper's *direction* (EncNet > FCN, SE-loss helps), which
+``direction_checks`` states row against row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from tabulate import tabulate
+
+from .reported import UNVERIFIED_FOOTNOTE, UNVERIFIED_MARK, format_reported, lookup
+
+PROFILES = ("demo", "paper")
+NOT_RUN = "not run"
+COMPARE_COLUMNS = ["row", "metric", "reported", "reported_text", "verified", "reproduced_mean",
+                   "reproduced_std", "n", "delta", "status", "runs"]
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One printed row: its label, where its reported number lives, and why it cannot run (if it cannot)."""
+
+    label: str
+    reported_experiment: str | None = None
+    reported_row: str | None = None
+    not_run_reason: str | None = None  # e.g. "test server": the row is "not run" by construction
+    comparable: bool = True  # False when the reproduced number measures another split than the reported one
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A claim of the paper that one row beats another on a metric (e.g. EncNet > FCN on mIoU)."""
+
+    better: str
+    worse: str
+    metric: str
+
+
+def output_name(name: str, profile: str) -> str:
+    """Demo outputs carry the profile in their file name so they can never overwrite a paper table."""
+    check_profile(profile)
+    return name if profile == "paper" else f"{name}_{profile}"
+
+
+def output_title(title: str, profile: str) -> str:
+    check_profile(profile)
+    return title if profile == "paper" else f"{title} — {profile} profile"
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, found {profile!r}")
+
+
+def compare(rows: Sequence[TableRow], metrics: Sequence[str], reported: pd.DataFrame, results: pd.DataFrame,
+            profile: str) -> pd.DataFrame:
+    """Tidy comparison, one line per (row, metric): reported value, reproduced mean/std over seeds, n, Δ.
+
+    ``results`` is ``runlogs.collect_results`` output; its ``row`` column holds the labels of ``rows``.
+    Results of another profile are an error: demo and paper runs never share a table.
+    """
+    check_profile(profile)
+    other = sorted(set(results["profile"]) - {profile}) if len(results) else []
+    if other:
+        raise ValueError(f"a {profile}-profile table was given runs of profile {other}; "
+                         "demo and paper runs never share a table")
+    records = []
+    for row in rows:
+        for metric in metrics:
+            entry = (lookup(reported, row.reported_experiment, row.reported_row, metric)
+                     if row.reported_experiment else None)
+            mine = results[(results["row"] == row.label) & (results["metric"] == metric)]
+            mine = mine.sort_values("seed")
+            n = len(mine)
+            mean = float(mine["value"].mean()) if n else float("nan")
+            # Sample standard deviation (ddof=1): the spread a reader would expect from another seed.
+            std = float(mine["value"].std(ddof=1)) if n > 1 else float("nan")
+            if row.not_run_reason:
+                status = f"{NOT_RUN}: {row.not_run_reason}"
+            else:
+                status = "ok" if n else NOT_RUN
+            delta = (mean - float(entry["value"])
+                     if n and entry is not None and profile == "paper" and row.comparable else float("nan"))
+            records.append({
+                "row": row.label,
+                "metric": metric,
+                "reported": float(entry["value"]) if entry is not None else float("nan"),
+                "reported_text": format_reported(entry) if entry is not None else "",
+                "verified": entry["verified"] if entry is not None else "",
+                "reproduced_mean": mean,
+                "reproduced_std": std,
+                "n": n,
+                "delta": delta,
+                "status": status,
+                "runs": ";".join(mine["run_dir"]) + (f" [{mine['eval'].iloc[0]}]" if n else ""),
+            })
+    return pd.DataFrame.from_records(records, columns=COMPARE_COLUMNS)
+
+
+def _reproduced_cell(line: pd.Series) -> str:
+    if line["status"] != "ok":
+        return line["status"]
+    if line["n"] > 1:
+        return f"{line['reproduced_mean']:.2f} ± {line['reproduced_std']:.2f}"
+    return f"{line['reproduced_mean']:.2f}"
+
+
+def _delta_cell(line: pd.Series) -> str:
+    return "—" if pd.isna(line["delta"]) else f"{line['delta']:+.2f}"
+
+
+def display(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The printed layout: one line per row; per metric ``reported | reproduced | Δ``; then ``n`` (seeds)."""
+    metrics = list(dict.fromkeys(comparison["metric"]))
+    lines = []
+    for label, group in comparison.groupby("row", sort=False):
+        line = {"": label}
+        for metric in metrics:
+            cell = group[group["metric"] == metric].iloc[0]
+            line[f"{metric} reported"] = cell["reported_text"] or "—"
+            line[f"{metric} reproduced"] = _reproduced_cell(cell)
+            line[f"{metric} Δ"] = _delta_cell(cell)
+        line["n"] = int(group["n"].max())
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction]) -> pd.DataFrame:
+    """For each claim, the paper's gap and the reproduced gap (better − worse) and whether the sign holds."""
+    records = []
+    for d in directions:
+        def pick(label: str, column: str) -> float:
+            hit = comparison[(comparison["row"] == label) & (comparison["metric"] == d.metric)]
+            return float(hit[column].iloc[0]) if len(hit) else float("nan")
+
+        reported_gap = pick(d.better, "reported") - pick(d.worse, "reported")
+        reproduced_gap = pick(d.better, "reproduced_mean") - pick(d.worse, "reproduced_mean")
+        holds = None if pd.isna(reproduced_gap) else bool(reproduced_gap > 0)
+        records.append({"claim": f"{d.better} > {d.worse} ({d.metric})", "reported_gap": reported_gap,
+                         "reproduced_gap": reproduced_gap, "holds": holds})
+    return pd.DataFrame.from_records(records, columns=["claim", "reported_gap", "reproduced_gap", "holds"])
+
+
+def _direction_note(check: pd.Series) -> str:
+    paper = "—" if pd.isna(check["reported_gap"]) else f"{check['reported_gap']:+.2f}"
+    if check["holds"] is None:
+        return f"Direction {check['claim']}: paper {paper}; reproduced: not run."
+    verdict = "reproduced" if check["holds"] else "NOT reproduced"
+    return (f"Direction {check['claim']}: paper {paper}, reproduced {check['reproduced_gap']:+.2f} "
+            f"→ {verdict}.")
+
+
+def footnotes(comparison: pd.DataFrame, checks: pd.DataFrame | None = None,
+              notes: Sequence[str] = ()) -> list[str]:
+    """Footnotes in print order: the table's own notes, direction checks, the dagger, the runs behind each row."""
+    out = list(notes)
+    if checks is not None:
+        out += [_direction_note(c) for _, c in checks.iterrows()]
+    if (comparison["verified"] == "no").any():
+        out.append(UNVERIFIED_FOOTNOTE)
+    runs = comparison.drop_duplicates("row")
+    traced = [f"{r['row']}: {r['runs']}" for _, r in runs.iterrows() if r["runs"]]
+    if traced:
+        out.append("Runs (under the runs root): " + "; ".join(traced) + ".")
+    return out
+
+
+def to_markdown(table: pd.DataFrame, title: str, caption: str, notes: Sequence[str]) -> str:
+    body = tabulate(table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+    parts = [f"# {title}", "", caption, "", body, ""]
+    parts += [f"- {note}" for note in notes]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "→": r"$\to$", "≥": r"$\geq$",
+                  UNVERIFIED_MARK: r"$^\dagger$"}
+
+
+def _latex_text(text: str) -> str:
+    text = text.replace("`", "")  # Markdown code marks
+    for char, replacement in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                              ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(char, replacement)
+    for char, replacement in _LATEX_SYMBOLS.items():
+        text = text.replace(char, replacement)
+    return text
+
+
+def to_latex(table: pd.DataFrame, title: str, caption: str, notes: Sequence[str]) -> str:
+    """A booktabs ``table`` environment; the footnotes go below the tabular as small text."""
+    headers = [_latex_text(str(c)) for c in table.columns]
+    cells = [[_latex_text(str(v)) for v in row] for row in table.itertuples(index=False)]
+    spec = "l" + "r" * (len(headers) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_text(title)}. {_latex_text(caption)}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in cells]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines.append(r"\par\smallskip\footnotesize " + r" \\ ".join(_latex_text(n) for n in notes))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
+                out_dir: str | Path, directions: Sequence[Direction] = (), notes: Sequence[str] = ()) -> list[Path]:
+    """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the tidy numbers behind the table."""
+    stem = output_name(name, profile)
+    title = output_title(title, profile)
+    checks = direction_checks(comparison, directions) if directions else None
+    notes = footnotes(comparison, checks, notes)
+    table = display(comparison)
+    folder = Path(out_dir) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stem}.md", folder / f"{stem}.csv", folder / f"{stem}.tex"]
+    paths[0].write_text(to_markdown(table, title, caption, notes))
+    comparison.to_csv(paths[1], index=False, float_format="%.4f")
+    paths[2].write_text(to_latex(table, title, caption, notes))
+    if checks is not None:
+        paths.append(folder / f"{stem}_directions.csv")
+        checks.to_csv(paths[-1], index=False, float_format="%.4f")
+    return paths

@@ -1,0 +1,392 @@
+"""The shared driver behind ``reproduce/*.py``: run what is missing, then rebuild tables and figures from logs.
+
+An experiment is a list of rows; a row is (label, config file, overrides, evaluation, reported-row keys). Each
+(row, seed) resolves to a config and so to its run folder (``encnet.runs.run_dir_for``): two rows with the same
+resolved config are the same run, trained once — the α = 0.2 and K = 32 points of the sweeps *are* the
+ablation's EncNet run. Finished runs are reused, unfinished ones resumed from their checkpoint. Outputs are then
+built from the run folders and ``reported.csv`` only (``encnet.report``), so ``--from-logs`` rebuilds them
+without training.
+
+Profiles: ``paper`` uses ``configs/paper`` (the paper's protocol: crop 480, base 520, batch 16, K = 32,
+α = 0.2, aux 0.2); ``demo`` uses ``configs/demo`` (CPU-sized runs on the generated ``context_scenes`` data).
+Demo and paper runs live under ``<runs-root>/<profile>/`` and never share a table.
+
+Where the demo differs from the paper: there is one demo backbone (``resnet_tiny``), so "R101" rows train the
+same network as the R50 rows (the same run); the demo data always labels its background, so the 60-class table
+reuses the ablation's run; VOC's "COCO" stage is other generated images (data seed 1) and its "trainval" stage
+fine-tunes on the demo train split (there is no train+val split), so its numbers stay "test server" as in the
+paper. Each table's caption says which of these apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_ROOT = REPO / "configs"
+PROFILES = ("demo", "paper")
+# The knobs the paper fixes, printed by --dry-run for every run (one name per knob, as in the configs).
+KEY_SETTINGS = (("data", "dataset"), ("data", "num_classes"), ("model", "name"), ("model", "backbone"),
+                ("data", "crop_size"), ("data", "base_size"), ("train", "batch_size"), ("model", "num_codes"),
+                ("train", "se_weight"), ("model", "se_loss"), ("train", "aux_weight"), ("model", "aux"),
+                ("train", "base_lr"), ("train", "epochs"), ("model", "init_from"))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table or one point of a figure, and the run behind it."""
+
+    label: str
+    config: str | None  # file name under configs/<profile>/; None: nothing can run (e.g. a test-server score)
+    overrides: tuple[str, ...] = ()
+    eval: str = "ss"  # "ss": the single-scale eval.json every run writes; "ms": the config's multi-scale + flip
+    reported: tuple[str, str] | None = None  # (experiment, row) in reported.csv
+    not_run_reason: str | None = None  # shown instead of a result; the run still trains when config is set
+    init_from: str | None = None  # label of the row whose run (same seed) initialises this one (VOC stages)
+    x: float | None = None  # position on a sweep figure
+    comparable: bool = True  # False when the reproduced split differs from the reported one
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # output stem: tables/<name>.md or figures/<name>.png (with _demo for the demo profile)
+    title: str
+    caption: str
+    rows: tuple[Row, ...]
+    seeds: tuple[int, ...] = (0,)
+    metrics: tuple[str, ...] = ("pixAcc", "mIoU")
+    directions: tuple = ()  # encnet.report.tables.Direction
+    figure: dict | None = None  # xlabel, chosen, chosen_label, log2_x: the experiment is a figure
+
+
+# --------------------------------------------------------------------------------------------- experiments
+
+SE_WEIGHTS = (0.0, 0.1, 0.2, 0.4, 0.8)
+NUM_CODES = (8, 16, 32, 64)
+CHOSEN_SE_WEIGHT, CHOSEN_NUM_CODES = 0.2, 32
+
+
+def _demo_notes(profile: str, *notes: str) -> str:
+    if profile == "paper":
+        return ""
+    return (" Demo profile: a CPU-sized EncNet/FCN with the tiny ResNet on the generated context_scenes data "
+            "(classes that only the scene tells apart), so only the direction of a difference can be compared "
+            "with the paper, not its size; Δ is left blank. " + " ".join(notes))
+
+
+def experiments(profile: str) -> dict[str, Experiment]:
+    """Every experiment of PAPER.md §5 / reported.csv, with its rows resolved for ``profile``."""
+    from encnet.report.tables import Direction
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, found {profile!r}")
+    demo = profile == "demo"
+    # Which config file plays each role. The demo has one backbone and one dataset, so roles that differ only
+    # in backbone or dataset in the paper share a demo config, and hence a run.
+    fcn = "context_scenes_fcn.yaml" if demo else "pcontext_fcn_r50.yaml"
+    enc50 = "context_scenes_encnet.yaml" if demo else "pcontext_encnet_r50.yaml"
+    enc101 = "context_scenes_encnet.yaml" if demo else "pcontext_encnet_r101.yaml"
+    same_backbone = ("'R101' rows train the same tiny backbone as the R50 rows (the demo has one backbone), so "
+                     "they are the same runs.")
+    abl = "pcontext_ablation"
+    ablation = Experiment(
+        "ablation", "PASCAL-Context ablation (paper Table 1, 59 classes w/o background)",
+        "Single-scale evaluation except the last row (multi-scale + flip); mean ± std over seeds."
+        + _demo_notes(profile, same_backbone),
+        (Row("FCN", fcn, reported=(abl, "FCN")),
+         Row("EncNet w/o SE-loss", enc50, ("model.se_loss=false",), reported=(abl, "EncNet")),
+         Row("EncNet", enc50, reported=(abl, "EncNet+SE")),
+         Row("EncNet R101", enc101, reported=(abl, "EncNet+SE R101")),
+         Row("EncNet R101 MS+flip", enc101, eval="ms", reported=(abl, "EncNet+SE R101 MS"))),
+        seeds=(0, 1) if demo else (0,),
+        directions=(Direction("EncNet", "FCN", "mIoU"), Direction("EncNet", "EncNet w/o SE-loss", "mIoU"),
+                    Direction("EncNet", "FCN", "pixAcc")),
+    )
+    # α = 0 is the model without the SE-loss head: the same run as the ablation's "w/o SE-loss" row.
+    se_rows = tuple(
+        Row("α=0 (no SE-loss)", enc50, ("model.se_loss=false",), x=0.0) if a == 0.0
+        else Row(f"α={a:g}", enc50, (f"train.se_weight={a:g}",), x=a) for a in SE_WEIGHTS)
+    se_weight = Experiment(
+        "se_weight", "pixAcc and mIoU against the SE-loss weight α (PASCAL-Context, EncNet R50)",
+        "Single-scale evaluation; the paper chose α = 0.2." + _demo_notes(profile), se_rows,
+        figure={"xlabel": "SE-loss weight α", "chosen": CHOSEN_SE_WEIGHT, "chosen_label": "paper: α = 0.2",
+                "log2_x": False})
+    codewords = Experiment(
+        "codewords", "pixAcc and mIoU against the number of codewords K (PASCAL-Context, EncNet R50)",
+        "Single-scale evaluation; the paper chose K = 32." + _demo_notes(profile),
+        tuple(Row(f"K={k}", enc50, (f"model.num_codes={k}",), x=float(k)) for k in NUM_CODES),
+        figure={"xlabel": "number of codewords K", "chosen": float(CHOSEN_NUM_CODES),
+                "chosen_label": "paper: K = 32", "log2_x": True})
+    pcontext = Experiment(
+        "pcontext", "PASCAL-Context, 60 classes with background (paper Table 2)",
+        "Multi-scale + flip evaluation." + _demo_notes(
+            profile, "context_scenes always labels its background, so this is the ablation's EncNet run "
+                     "evaluated multi-scale + flip."),
+        (Row("EncNet R101", enc101 if demo else "pcontext60_encnet_r101.yaml", eval="ms",
+             reported=("pcontext_sota", "EncNet")),),
+    )
+    voc = _voc(profile, enc50)
+    ade_fcn = fcn if demo else "ade20k_fcn_r50.yaml"
+    ade50 = enc50 if demo else "ade20k_encnet_r50.yaml"
+    ade101 = enc101 if demo else "ade20k_encnet_r101.yaml"
+    ade20k = Experiment(
+        "ade20k", "ADE20K validation (paper Table 4) and test final score (Table 5)",
+        "Multi-scale + flip evaluation; final score = (pixAcc + mIoU) / 2. The FCN row's reported numbers are "
+        "the authors' model zoo (deep-stem ResNet-50s); the test score needs the ADE20K evaluation server."
+        + _demo_notes(profile, "The demo has one dataset, so these are the ablation's runs evaluated multi-scale "
+                               "+ flip; " + same_backbone),
+        (Row("FCN R50", ade_fcn, eval="ms", reported=("modelzoo", "FCN_ResNet50s_ADE")),
+         Row("EncNet R50", ade50, eval="ms", reported=("ade20k_val", "EncNet R50")),
+         Row("EncNet R101", ade101, eval="ms", reported=("ade20k_val", "EncNet R101")),
+         Row("EncNet R101 (test set)", None, reported=("ade20k_test", "EncNet R101"), not_run_reason="test server")),
+        metrics=("pixAcc", "mIoU", "final_score"),
+        directions=(Direction("EncNet R50", "FCN R50", "mIoU"),),
+    )
+    return {e.name: e for e in (ablation, se_weight, codewords, pcontext, voc, ade20k)}
+
+
+def _voc(profile: str, enc50: str) -> Experiment:
+    """VOC 2012: train_aug → trainval, and COCO → train_aug → trainval (PAPER.md §5), each stage from the last."""
+    demo = profile == "demo"
+    coco = "context_scenes_pretrain_encnet.yaml" if demo else "voc_coco_encnet_r101.yaml"
+    aug = enc50 if demo else "voc_aug_encnet_r101.yaml"
+    # Demo stage 3: a short fine-tune at a tenth of the learning rate, as the paper's trainval stage.
+    trainval, tv = (enc50, ("train.base_lr=0.002", "train.epochs=2")) if demo else ("voc_trainval_encnet_r101.yaml", ())
+    server = "test server (stage trained: submit its checkpoint)"
+    rows = (
+        Row("train_aug (val)", aug, eval="ms"),
+        Row("train_aug → trainval (test)", trainval, tv, init_from="train_aug (val)",
+            reported=("voc_test", "EncNet"), not_run_reason=server),
+        Row("COCO pre-training (COCO val)", coco),
+        Row("COCO → train_aug (val)", aug, init_from="COCO pre-training (COCO val)", eval="ms"),
+        Row("COCO → train_aug → trainval (test)", trainval, tv, init_from="COCO → train_aug (val)",
+            reported=("voc_test_coco", "EncNet (COCO pre-trained)"), not_run_reason=server),
+    )
+    return Experiment(
+        "voc", "PASCAL VOC 2012 without and with COCO pre-training (paper Table 3, EncNet R101)",
+        "Each stage starts from the previous stage's weights (model.init_from). The paper's numbers are test-set "
+        "mIoU from the evaluation server; the reproduced column shows the train_aug stage on val (multi-scale + "
+        "flip), since the trainval stage trains on val." + _demo_notes(
+            profile, "The 'COCO' stage trains on other generated images (data seed 1); the 'trainval' stage "
+                     "fine-tunes on the demo train split (the demo has no train+val split); the no-COCO "
+                     "train_aug stage is the ablation's EncNet run."),
+        rows, metrics=("mIoU",))
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+@dataclass
+class PlannedRun:
+    config: object  # encnet.config.Config
+    run_dir: Path
+    config_file: Path
+    overrides: list[str]
+    seed: int
+    rows: list[str] = field(default_factory=list)
+    evals: list[str] = field(default_factory=list)  # "ss" and/or "ms"
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "DONE").is_file()
+
+
+def _config_path(profile: str, name: str, config_root: Path) -> Path:
+    path = config_root / profile / name
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment config {path} not found; the {profile} profile expects it under "
+                                f"{config_root / profile} (run from a full checkout of the repository)")
+    return path
+
+
+def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: str | Path,
+         data_root: str | None = None, extra: Sequence[str] = (),
+         config_root: Path = CONFIG_ROOT) -> tuple[list[PlannedRun], dict[tuple[str, int], PlannedRun]]:
+    """Resolve every (row, seed) to its run; rows with the same resolved config share one ``PlannedRun``.
+
+    Returns the unique runs in dependency order and the (row label, seed) → run mapping.
+    """
+    from encnet.config import load_config
+    from encnet.runs import run_dir_for
+
+    by_dir: dict[Path, PlannedRun] = {}
+    by_row: dict[tuple[str, int], PlannedRun] = {}
+    for seed in seeds:
+        for row in experiment.rows:
+            if row.config is None:
+                continue
+            path = _config_path(profile, row.config, config_root)
+            overrides = [*row.overrides, f"seed={seed}", *extra]
+            if data_root:
+                overrides.append(f"data.root={data_root}")  # not part of the run id: a moved dataset keeps its runs
+            if row.init_from:
+                source = by_row.get((row.init_from, seed))
+                if source is None:
+                    raise ValueError(f"row {row.label!r} starts from {row.init_from!r}, which must come earlier "
+                                     f"in experiment {experiment.name!r}")
+                overrides.append(f"model.init_from={source.run_dir}")
+            config = load_config(path, overrides)
+            run_dir = run_dir_for(config, runs_root)
+            planned = by_dir.setdefault(run_dir, PlannedRun(config, run_dir, path, overrides, seed))
+            planned.rows.append(row.label)
+            if row.eval not in planned.evals:
+                planned.evals.append(row.eval)
+            by_row[(row.label, seed)] = planned
+    return list(by_dir.values()), by_row
+
+
+def describe(run: PlannedRun) -> str:
+    """One dry-run line: status, folder, the rows it serves, its key settings and evaluations."""
+    config = run.config
+    settings = []
+    for section, key in KEY_SETTINGS:
+        value = getattr(getattr(config, section), key, None)
+        if key == "init_from" and not value:
+            continue
+        settings.append(f"{key}={value}")
+    if "ms" in run.evals:
+        settings.append(f"ms_scales={list(config.eval.scales)} flip={config.eval.flip}")
+    status = "done" if run.finished else ("partial" if (run.run_dir / "checkpoint_last.pt").is_file() else "to run")
+    config_file = run.config_file.relative_to(REPO) if run.config_file.is_relative_to(REPO) else run.config_file
+    return (f"[{status}] {run.run_dir}  (rows: {', '.join(run.rows)}; seed {run.seed}; eval {'+'.join(run.evals)})\n"
+            f"    {config_file} {' '.join(run.overrides)}\n    " + " ".join(settings))
+
+
+# ------------------------------------------------------------------------------------------------- running
+
+
+def _ms_settings(config) -> tuple[list[float], bool, str]:
+    from encnet.evaluate import eval_tag
+
+    scales, flip = list(config.eval.scales), bool(config.eval.flip)
+    return scales, flip, eval_tag(scales, flip, config.data.val_split, config) or "ss"
+
+
+def eval_tag_for(row: Row, run: PlannedRun) -> str:
+    return "ss" if row.eval == "ss" else _ms_settings(run.config)[2]
+
+
+def _torchrun(gpus: int, module: str, args: Sequence[str]) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", module, *args]
+    print("$ " + shlex.join(command), flush=True)
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{shlex.join(command)}` exited with {done.returncode}; see its output above. "
+                           f"Rerunning the same reproduce command resumes from the last checkpoint.")
+
+
+def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progress: bool = True) -> None:
+    """Train what is unfinished (resuming from a checkpoint), then add the missing multi-scale evaluations."""
+    from tqdm import tqdm
+
+    for run in tqdm(runs, desc="runs", unit="run", disable=not progress):
+        if not run.finished:
+            if gpus > 1:
+                _torchrun(gpus, "encnet.train", [str(run.config_file), *run.overrides, "--resume",
+                                                 "--output-root", str(runs_root)])
+            else:
+                from encnet.train import train
+
+                train(run.config, run_dir=run.run_dir, resume=True)
+        if "ms" in run.evals:
+            scales, flip, tag = _ms_settings(run.config)
+            if not (run.run_dir / f"eval_{tag}.json").is_file():
+                if gpus > 1:
+                    _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms"])
+                else:
+                    from encnet.evaluate import evaluate
+
+                    evaluate(run.run_dir, scales=scales, flip=flip)
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+
+
+def result_refs(experiment: Experiment, by_row: dict[tuple[str, int], PlannedRun],
+                seeds: Sequence[int]) -> list[tuple[str, Path, str]]:
+    """(row label, run folder, eval tag) for every row and seed whose number is shown."""
+    return [(row.label, by_row[(row.label, seed)].run_dir, eval_tag_for(row, by_row[(row.label, seed)]))
+            for row in experiment.rows if row.config is not None and row.not_run_reason is None
+            for seed in seeds]
+
+
+def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str, str | Path, str]],
+                  runs_root: str | Path, out_dir: str | Path, reported_csv: str | Path | None = None) -> list[Path]:
+    """Tables or figures from run folders and reported.csv only (no training code runs here)."""
+    from encnet.report import figures, runlogs, tables
+    from encnet.report.reported import REPORTED_CSV, load_reported
+
+    results = runlogs.collect_results(refs, runs_root)
+    if experiment.figure is not None:
+        points = figures.sweep_points(results, {r.label: r.x for r in experiment.rows}, experiment.metrics, profile)
+        return figures.plot_sweep(points, experiment.name, experiment.title, profile=profile, out_dir=out_dir,
+                                  **experiment.figure)
+    rows = [tables.TableRow(r.label, *(r.reported or (None, None)), not_run_reason=r.not_run_reason,
+                            comparable=r.comparable) for r in experiment.rows]
+    comparison = tables.compare(rows, experiment.metrics, load_reported(reported_csv or REPORTED_CSV), results,
+                                profile)
+    return tables.write_table(comparison, experiment.name, experiment.title, experiment.caption.strip(), profile,
+                              out_dir, experiment.directions)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"python reproduce/{_SCRIPTS.get(name, name)}.py",
+        description=f"Reproduce '{name}': train the missing runs, then rebuild its outputs from the run logs.")
+    parser.add_argument("--profile", choices=PROFILES, default="demo",
+                        help="demo: CPU-sized runs on generated data (default); paper: the paper's protocol")
+    parser.add_argument("--data-root", help="dataset root (paper profile; the demo generates its data into a cache)")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="processes per run: 1 trains in this process, N>1 launches torchrun --nproc_per_node N")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the experiment's own)")
+    parser.add_argument("--dry-run", action="store_true", help="print every run with its key settings; run nothing")
+    parser.add_argument("--from-logs", action="store_true", help="rebuild the outputs from existing runs only")
+    parser.add_argument("--runs-root", default="runs", help="root of the run folders (default: runs)")
+    parser.add_argument("--out-dir", default=str(REPO), help="where tables/ and figures/ go (default: repo root)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1")
+    args = parser.parse_args(argv)
+    if args.gpus < 1:
+        parser.error(f"--gpus must be at least 1, found {args.gpus}")
+    if args.dry_run and args.from_logs:
+        parser.error("--dry-run and --from-logs exclude each other")
+    return args
+
+
+_SCRIPTS = {"ablation": "table_ablation", "se_weight": "figure_se_weight", "codewords": "figure_codewords",
+            "pcontext": "table_pcontext", "voc": "table_voc", "ade20k": "table_ade20k"}
+
+
+def main(name: str, argv: Sequence[str] | None = None) -> int:
+    """The whole command of one ``reproduce/<script>.py``."""
+    args = parse_args(name, argv)
+    experiment = experiments(args.profile)[name]
+    seeds = tuple(args.seeds) if args.seeds else experiment.seeds
+    runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set)
+    if args.dry_run:
+        print(f"{experiment.title} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} run(s), "
+              f"{sum(not r.finished for r in runs)} to run")
+        for run in runs:
+            print(describe(run))
+        return 0
+    start = time.perf_counter()
+    if not args.from_logs:
+        execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"))
+    written = write_outputs(experiment, args.profile, result_refs(experiment, by_row, seeds), args.runs_root,
+                            args.out_dir)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{name} ({args.profile}): {len(runs)} run(s), {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,22 @@
+#!/usr/bin/env python
+"""PASCAL VOC 2012 (paper Table 3): train_aug → trainval, and COCO → train_aug → trainval, each stage
+initialised from the previous one. Writes tables/voc[_demo].{md,csv,tex}.
+
+Trains only the runs that are missing (finished runs are reused, unfinished ones resumed), then rebuilds the
+outputs from the run logs and encnet/report/reported.csv.
+
+    python reproduce/table_voc.py                                   # demo profile, CPU, minutes
+    python reproduce/table_voc.py --profile paper --data-root DATA --gpus 8
+    python reproduce/table_voc.py --profile paper --dry-run         # what would run, with its settings
+    python reproduce/table_voc.py --from-logs                       # rebuild the outputs only
+
+Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
+--from-logs --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
+"""
+
+import sys
+
+from encnet.reproduce import main
+
+if __name__ == "__main__":
+    sys.exit(main("voc"))

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Every experiment the paper reports, then every table and figure, then a summary.
+#
+#   bash run_all.sh                                            # demo profile: generated data, CPU, < 15 min
+#   bash run_all.sh --profile paper --data-root /data --gpus 8 # the paper's protocol on the real datasets
+#   bash run_all.sh --profile paper --dry-run                  # list every paper run with its settings
+#
+# Any other option (--seeds, --runs-root, --from-logs, ...) is passed to every reproduce/*.py script.
+# Rerunning resumes: finished runs are reused, unfinished ones continue from their last checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+profile=demo
+passthrough=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) profile="$2"; shift 2 ;;
+        --profile=*) profile="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) passthrough+=("$1"); shift ;;
+    esac
+done
+case "$profile" in demo|paper) ;; *) echo "run_all.sh: --profile must be demo or paper, got '$profile'" >&2; exit 2 ;; esac
+
+bash scripts/setup_venv.sh
+py=.venv/bin/python
+export MPLBACKEND=Agg
+if [ "$profile" = demo ]; then
+    # The demo's tiny convolutions gain nothing from intra-op threads on 2 cores and lose a lot when the
+    # cores are busy; one thread also makes the demo numbers identical from one machine to the next.
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+fi
+
+scripts=(table_ablation figure_se_weight figure_codewords table_pcontext table_voc table_ade20k
+         table_cifar10 figure_cifar_curves table_discrepancies)
+start=$(date +%s)
+i=0
+for name in "${scripts[@]}"; do
+    i=$((i + 1))
+    echo
+    echo "==> [$i/${#scripts[@]}] reproduce/$name.py --profile $profile ${passthrough[*]:-}   ($(( $(date +%s) - start )) s so far)"
+    "$py" "reproduce/$name.py" --profile "$profile" "${passthrough[@]}"
+done
+echo
+"$py" -m encnet.report.summary --profile "$profile" --since "$start" --elapsed "$(( $(date +%s) - start ))"

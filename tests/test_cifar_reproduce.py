@@ -1,0 +1,201 @@
+"""CIFAR-10 table and curves (reproduce/table_cifar10.py, figure_cifar_curves.py, encnet.report.cifar).
+
+The fixtures under tests/fixtures/runs_cifar/ are invented round numbers in the real classification run-folder
+format (see its README): means and standard deviations are checked against hand-computed values, the golden
+files pin the layout. Regenerate them after an intended layout change with
+``ENCNET_UPDATE_GOLDEN=1 pytest tests/test_cifar_reproduce.py`` and review the diff.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from encnet.config import load_config
+from encnet.models.cifar import build_cifar_model, count_parameters
+from encnet.report import cifar
+from encnet.report.reported import load_reported
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "runs_cifar"
+RUNS = FIXTURES / "runs"
+GOLDEN = FIXTURES / "golden"
+REPORTED = GOLDEN / "reported_fixture.csv"  # frozen: corrections to the live reported.csv leave the goldens alone
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("table_cifar10", REPO / "reproduce" / "table_cifar10.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+script = load_script()
+PAPER_MODELS = [paper for paper, _, _ in script.MODELS]
+FIXTURE_RUNS = {
+    "demo": {"EncNet-32k128d": ["cifar10_encnet_32k128d/seed0-fmtenc", "cifar10_encnet_32k128d/seed1-fmtenc"],
+             "SE-ResNet-64d": ["cifar10_se_resnet_64d/seed0-fmtse", "cifar10_se_resnet_64d/seed1-fmtse"],
+             "ResNet-64d": ["cifar10_resnet_64d/seed0-fmtunfinished"]},
+    # Only EncNet ran; the baselines' folders do not exist.
+    "paper": {"EncNet-32k128d": ["cifar10_encnet_32k128d/seed0-fmtenc"],
+              "SE-ResNet-64d": ["cifar10_se_resnet_64d/seed0-missing"],
+              "ResNet-64d": ["cifar10_resnet_64d/seed0-missing"]},
+}
+
+
+def build(output, profile, out_dir):
+    """The script's outputs from the fixture folders, with each row's config as the fixture run recorded it."""
+    run_dirs = {paper: [RUNS / profile / d for d in dirs] for paper, dirs in FIXTURE_RUNS[profile].items()}
+    configs = {}
+    for paper, config_file, _ in script.MODELS:
+        recorded = run_dirs[paper][0] / "config.yaml"
+        configs[paper] = (load_config(recorded) if recorded.is_file()
+                          else load_config(REPO / "configs" / profile / config_file, ["train.epochs=3"]))
+    return script.write_outputs(output, profile, configs, run_dirs, RUNS, out_dir, REPORTED)
+
+
+def check_golden(path: Path):
+    golden = GOLDEN / path.name
+    if os.environ.get("ENCNET_UPDATE_GOLDEN"):
+        shutil.copy(path, golden)
+    assert path.read_text() == golden.read_text(), f"{path} differs from {golden}"
+
+
+def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
+    paths = build("table", "demo", tmp_path)
+    assert sorted(p.name for p in paths) == ["cifar10_demo.csv", "cifar10_demo.md", "cifar10_demo.tex"]
+    for path in paths:
+        check_golden(path)
+    table = pd.read_csv(tmp_path / "tables" / "cifar10_demo.csv").set_index("row")
+    # Hand oracle: EncNet 40, 42 → 41 ± √2; SE-ResNet 44, 48 → 46 ± √8 (sample std, ddof 1).
+    assert table.loc["EncNet-8k16d", "reproduced_mean"] == pytest.approx(41.0)
+    assert table.loc["EncNet-8k16d", "reproduced_std"] == pytest.approx(math.sqrt(2), abs=1e-4)
+    assert table.loc["SE-ResNet-16d", "reproduced_mean"] == pytest.approx(46.0)
+    assert table.loc["SE-ResNet-16d", "reproduced_std"] == pytest.approx(math.sqrt(8), abs=1e-4)
+    # The stopped run (no DONE, no eval.json) is "not run", never a number.
+    assert table.loc["ResNet-16d", "status"] == "not run" and table.loc["ResNet-16d", "n"] == 0
+    # Demo runs measure generated textures, not CIFAR-10: no Δ against the paper.
+    assert table[["delta paper", "delta model zoo"]].isna().all().all()
+    assert table.loc["EncNet-8k16d", "paper_model"] == "EncNet-32k128d"
+    for name in ("EncNet-8k16d", "SE-ResNet-16d", "ResNet-16d"):
+        assert table.loc[name, "parameters"] == count_parameters(build_cifar_model(name))
+    md = (tmp_path / "tables" / "cifar10_demo.md").read_text()
+    assert "| EncNet-8k16d " in md and "41.00 ± 1.41" in md and "not comparable with the CIFAR-10" in md
+    assert "Direction EncNet-8k16d < SE-ResNet-16d (test error): reproduced gap -5.00 → reproduced." in md
+
+
+def test_paper_table_gives_delta_against_paper_and_model_zoo(tmp_path):
+    build("table", "paper", tmp_path)
+    table = pd.read_csv(tmp_path / "tables" / "cifar10.csv").set_index("row")
+    enc = table.loc["EncNet-32k128d"]
+    assert (enc["reproduced_mean"], enc["n"]) == (pytest.approx(3.6), 1)
+    assert enc["delta paper"] == pytest.approx(3.6 - 3.45) and enc["delta model zoo"] == pytest.approx(3.6 - 3.35)
+    assert (table.loc[["SE-ResNet-64d", "ResNet-64d"], "status"] == "not run").all()
+    md = (tmp_path / "tables" / "cifar10.md").read_text()
+    (line,) = [row for row in md.splitlines() if row.startswith("| EncNet-32k128d ")]
+    assert [cell.strip() for cell in line.strip("|").split("|")] == [
+        "EncNet-32k128d", f"{count_parameters(build_cifar_model('EncNet-32k128d')):,}", "3.45", "3.35", "3.60",
+        "+0.15", "+0.25", "1"]
+    assert "stands for" not in md and "Direction EncNet-32k128d < SE-ResNet-64d (test error): not run." in md
+
+
+def test_curves_are_per_epoch_means_over_seeds_and_figure_files_are_written(tmp_path):
+    paths = build("curves", "demo", tmp_path)
+    assert sorted(p.name for p in paths) == ["cifar_curves_demo.csv", "cifar_curves_demo.pdf",
+                                             "cifar_curves_demo.png"]
+    check_golden(tmp_path / "figures" / "cifar_curves_demo.csv")
+    assert (tmp_path / "figures" / "cifar_curves_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "figures" / "cifar_curves_demo.pdf").read_bytes()[:5] == b"%PDF-"
+    points = pd.read_csv(tmp_path / "figures" / "cifar_curves_demo.csv")
+    point = points.set_index(["row", "split", "epoch"])
+    # Hand oracle from the fixtures' metrics.jsonl: test error at epoch 2 is 50 and 54 → 52 ± √8.
+    assert point.loc[("EncNet-8k16d", "test", 2), "mean"] == pytest.approx(52.0)
+    assert point.loc[("EncNet-8k16d", "test", 2), "std"] == pytest.approx(math.sqrt(8), abs=1e-4)
+    assert point.loc[("EncNet-8k16d", "train", 3), "mean"] == pytest.approx(49.0)
+    # SE-ResNet seed 1 evaluated every second epoch: epoch 1's test point has one seed, its train point two.
+    assert point.loc[("SE-ResNet-16d", "test", 1), "n"] == 1 and point.loc[("SE-ResNet-16d", "test", 1), "mean"] == 76
+    assert point.loc[("SE-ResNet-16d", "train", 1), "n"] == 2
+    assert "ResNet-16d" not in set(points["row"])  # the stopped run draws nothing
+    # The last test point of each run is its final evaluation: curves and table read the same runs.
+    assert point.loc[("EncNet-8k16d", "test", 3), "mean"] == pytest.approx(41.0)
+
+
+def test_demo_and_paper_runs_never_share_an_output():
+    demo = cifar.collect_errors([("EncNet-8k16d", RUNS / "demo" / "cifar10_encnet_32k128d" / "seed0-fmtenc")], RUNS)
+    with pytest.raises(ValueError, match="never share"):
+        cifar.compare_errors([cifar.ModelRow("EncNet-8k16d", "EncNet-32k128d")], load_reported(REPORTED), demo,
+                             "paper")
+
+
+def test_direction_within_the_seed_spread_is_called_inconclusive():
+    comparison = pd.DataFrame({"row": ["A", "B"], "reproduced_mean": [50.0, 51.0], "reproduced_std": [2.0, 0.5]})
+    assert cifar.error_direction_note(comparison, "A", "B").endswith("inconclusive.")
+    comparison["reproduced_std"] = [0.5, 0.5]
+    assert cifar.error_direction_note(comparison, "A", "B").endswith("gap -1.00 → reproduced.")
+    assert "NOT reproduced" in cifar.error_direction_note(comparison, "B", "A")
+
+
+def test_paper_dry_run_lists_the_released_recipe(capsys, tmp_path):
+    assert script.main("table", ["--profile", "paper", "--dry-run", "--runs-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("\n[")[1:]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert "configs/paper/cifar10_" in block and str(tmp_path / "paper") in block
+        for setting in ("task=classification", "dataset=cifar10", "crop_size=32", "hflip=True", "batch_size=128",
+                        "base_lr=0.1 (effective lr 0.1)", "momentum=0.9", "weight_decay=0.0001",
+                        "lr_schedule=cosine", "epochs=600"):
+            assert setting in block, f"{setting} missing from\n{block}"
+    parameters = count_parameters(build_cifar_model("EncNet-32k128d"))
+    assert f"model=EncNet-32k128d attention=encoding K=32 widen=8 parameters={parameters:,}" in blocks[0]
+    assert "model=SE-ResNet-64d attention=se widen=4" in blocks[1]
+    assert "model=ResNet-64d attention=none widen=4" in blocks[2]
+    assert not (tmp_path / "paper").exists()
+
+
+def test_figure_script_runs_as_a_command():
+    done = subprocess.run([sys.executable, str(REPO / "reproduce" / "figure_cifar_curves.py"), "--dry-run",
+                           "--runs-root", "/nonexistent-runs"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "model=EncNet-8k16d attention=encoding K=8 widen=1" in done.stdout and "epochs=8" in done.stdout
+    assert done.stdout.count("[to run]") == 6  # three networks × the demo's two seeds
+
+
+def test_from_logs_without_runs_writes_not_run_outputs(tmp_path):
+    args = ["--from-logs", "--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path)]
+    assert script.main("table", args) == 0 and script.main("curves", args) == 0
+    table = pd.read_csv(tmp_path / "tables" / "cifar10_demo.csv")
+    assert (table["status"] == "not run").all() and (table["n"] == 0).all()
+    assert (tmp_path / "figures" / "cifar_curves_demo.png").is_file()
+    assert not (tmp_path / "runs").exists()  # --from-logs never trains
+
+
+def test_tiny_real_runs_feed_the_table_and_the_curves(tmp_path, monkeypatch, capsys, single_thread):
+    """The engine's own logs, not fixtures: train three tiny runs, then table and curves read them back."""
+    monkeypatch.setenv("ENCNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ENCNET_NO_PROGRESS", "1")
+    args = ["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path), "--seeds", "0", "--set",
+            "train.epochs=2", "train.batch_size=8", "data.options={seed: 0, num_train: 16, num_test: 8}"]
+    assert script.main("table", args) == 0
+    done = sorted((tmp_path / "runs" / "demo").glob("*/*/DONE"))
+    assert len(done) == 3
+    stamps = [d.stat().st_mtime_ns for d in done]
+    capsys.readouterr()
+    assert script.main("curves", args) == 0  # the same runs: nothing trains again
+    assert [d.stat().st_mtime_ns for d in done] == stamps
+    table = pd.read_csv(tmp_path / "tables" / "cifar10_demo.csv").set_index("row")
+    points = pd.read_csv(tmp_path / "figures" / "cifar_curves_demo.csv").set_index(["row", "split", "epoch"])
+    for marker in done:
+        config = load_config(marker.parent / "config.yaml")
+        final = json.loads((marker.parent / "eval.json").read_text())["top1_error"]
+        name = config.model.name
+        assert table.loc[name, "status"] == "ok" and table.loc[name, "reproduced_mean"] == pytest.approx(final)
+        assert points.loc[(name, "test", 2), "mean"] == pytest.approx(final)
+        assert (name, "train", 1) in points.index

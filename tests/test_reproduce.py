@@ -1,0 +1,133 @@
+"""The reproduce driver: what each experiment would run (dry run), which runs are shared, and a tiny real run."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from encnet.reproduce import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments, main, plan
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ["ablation", "se_weight", "codewords", "pcontext", "voc", "ade20k"]
+
+
+def dry_run_blocks(capsys, name, profile, runs_root):
+    assert main(name, ["--profile", profile, "--dry-run", "--runs-root", str(runs_root)]) == 0
+    out = capsys.readouterr().out
+    blocks = re.split(r"\n(?=\[(?:to run|done|partial)\] )", out.split("\n", 1)[1].strip())
+    return out, [b for b in blocks if b]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_dry_run_lists_the_papers_settings_for_every_run(capsys, tmp_path, name):
+    out, blocks = dry_run_blocks(capsys, name, "paper", tmp_path)
+    assert blocks, out
+    for block in blocks:
+        assert "configs/paper/" in block and str(tmp_path / "paper") in block
+        for setting in ("crop_size=480", "base_size=520", "batch_size=16", "aux_weight=0.2"):
+            assert setting in block, f"{setting} missing from\n{block}"
+        # The sweeps vary exactly one of K and α; every other run has the paper's chosen value.
+        if name != "codewords":
+            assert f"num_codes={CHOSEN_NUM_CODES}" in block, block
+        if name != "se_weight":
+            assert f"se_weight={CHOSEN_SE_WEIGHT}" in block, block
+    if name == "se_weight":
+        assert sorted(re.findall(r"(?<![.\w])se_weight=([\d.]+)", out)) == ["0.1", "0.2", "0.2", "0.4", "0.8"]
+        assert "se_loss=False" in out  # α = 0: the model without the SE-loss head
+    if name == "codewords":
+        assert sorted(int(k) for k in re.findall(r"(?<![.\w])num_codes=(\d+)", out)) == [8, 16, 32, 64]
+    if name in ("ablation", "pcontext", "ade20k", "voc"):
+        assert "ms_scales=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75] flip=True" in out
+
+
+def test_demo_dry_run_uses_only_demo_configs_and_runs(capsys, tmp_path):
+    for name in NAMES:
+        out, blocks = dry_run_blocks(capsys, name, "demo", tmp_path)
+        assert "configs/paper" not in out and str(tmp_path / "paper") not in out
+        assert all("configs/demo/" in b and str(tmp_path / "demo") in b for b in blocks)
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_sweeps_share_the_ablation_encnet_run(tmp_path, profile):
+    exps = experiments(profile)
+    seeds = (0,)
+    _, ablation = plan(exps["ablation"], profile, seeds, tmp_path)
+    _, alpha = plan(exps["se_weight"], profile, seeds, tmp_path)
+    _, codes = plan(exps["codewords"], profile, seeds, tmp_path)
+    encnet = ablation[("EncNet", 0)].run_dir
+    assert alpha[("α=0.2", 0)].run_dir == encnet
+    assert codes[("K=32", 0)].run_dir == encnet
+    assert alpha[("α=0 (no SE-loss)", 0)].run_dir == ablation[("EncNet w/o SE-loss", 0)].run_dir
+    assert len({alpha[(f"α={a:g}", 0)].run_dir for a in (0.1, 0.2, 0.4, 0.8)}) == 4
+    if profile == "demo":  # one demo backbone: "R101" is the same run, evaluated once more multi-scale
+        assert ablation[("EncNet R101", 0)].run_dir == encnet
+        assert ablation[("EncNet R101 MS+flip", 0)].evals == ["ss", "ms"]
+    else:
+        assert ablation[("EncNet R101", 0)].run_dir != encnet
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_voc_stages_start_from_the_previous_stage(tmp_path, profile):
+    runs, by_row = plan(experiments(profile)["voc"], profile, (0, 1), tmp_path)
+    for seed in (0, 1):
+        chain = [("train_aug (val)", "train_aug → trainval (test)"),
+                 ("COCO pre-training (COCO val)", "COCO → train_aug (val)"),
+                 ("COCO → train_aug (val)", "COCO → train_aug → trainval (test)")]
+        for source, stage in chain:
+            assert by_row[(stage, seed)].config.model.init_from == str(by_row[(source, seed)].run_dir)
+        assert by_row[("train_aug (val)", seed)].config.model.init_from == ""
+    # Dependency order: every stage is listed after the run it starts from.
+    order = [r.run_dir for r in runs]
+    for run in runs:
+        if run.config.model.init_from:
+            assert order.index(Path(run.config.model.init_from)) < order.index(run.run_dir)
+
+
+def test_from_logs_with_no_runs_writes_demo_tables_saying_not_run(tmp_path):
+    assert main("ablation", ["--from-logs", "--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
+        "ablation_demo.csv", "ablation_demo.md", "ablation_demo.tex", "ablation_demo_directions.csv"]
+    table = pd.read_csv(tmp_path / "tables" / "ablation_demo.csv")
+    assert (table["status"] == "not run").all()
+    assert not (tmp_path / "runs").exists()  # --from-logs never trains
+
+
+def test_tiny_demo_experiment_trains_evaluates_and_reuses_its_run(tmp_path, monkeypatch, capsys):
+    """One real run through the whole path: train, multi-scale evaluation, table; a second call trains nothing."""
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("ENCNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ENCNET_NO_PROGRESS", "1")
+    args = ["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path), "--set", "train.epochs=1",
+            "train.batch_size=4",
+            "data.options={seed: 0, num_train: 4, num_val: 2, image_size: 64}"]
+    assert main("pcontext", args) == 0
+    (run_dir,) = list((tmp_path / "runs" / "demo").glob("*/*/DONE"))
+    run_dir = run_dir.parent
+    assert (run_dir / "eval_ms_flip.json").is_file()
+    stamp = (run_dir / "checkpoint_last.pt").stat().st_mtime_ns
+    table = pd.read_csv(tmp_path / "tables" / "pcontext_demo.csv")
+    assert table["status"].tolist() == ["ok", "ok"] and (table["n"] == 1).all()
+    evaluation = pd.read_json(run_dir / "eval_ms_flip.json", typ="series")
+    assert table.set_index("metric").loc["mIoU", "reproduced_mean"] == pytest.approx(evaluation["mIoU"], abs=1e-4)
+    capsys.readouterr()
+    assert main("pcontext", args) == 0
+    assert (run_dir / "checkpoint_last.pt").stat().st_mtime_ns == stamp
+    assert "1 run(s)" in capsys.readouterr().out
+
+
+def test_scripts_are_thin_entry_points():
+    scripts = sorted(p.name for p in (REPO / "reproduce").glob("*.py"))
+    for name in ["figure_codewords.py", "figure_se_weight.py", "table_ablation.py", "table_ade20k.py",
+                 "table_pcontext.py", "table_voc.py"]:
+        assert name in scripts
+        assert len((REPO / "reproduce" / name).read_text().splitlines()) <= 30
+    done = subprocess.run([sys.executable, str(REPO / "reproduce" / "table_ablation.py"), "--profile", "paper",
+                           "--dry-run", "--runs-root", "/nonexistent-runs"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "crop_size=480" in done.stdout
