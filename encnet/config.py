@@ -232,6 +232,13 @@ def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
     cls: Any = Config
     for depth, part in enumerate(parts[:-1]):
         hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if cls is dict or (part in hints and typing.get_origin(hints[part]) is dict):
+            # a free-form mapping (data.options): the rest of the dotted key names its entries
+            cls = dict
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: '{'.'.join(parts[: depth + 1])}' is not a mapping")
+            continue
         if part not in hints or not dataclasses.is_dataclass(hints[part]):
             raise ConfigError(f"{source}: unknown section '{'.'.join(parts[: depth + 1])}' in override "
                               f"'{dotted}'")
@@ -277,7 +284,38 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     data = apply_overrides(_plain_copy(data), list(overrides))
     data.setdefault("experiment", path.stem)
     data.setdefault("profile", path.parent.name)
+    _check_model_keys(data, str(path))
     config = config_from_dict(data, str(path))
     if not config.experiment or not config.profile:
         raise ConfigError(f"{path}: 'experiment' and 'profile' must not be empty")
+    if config.task == "segmentation" and config.model.name == "fcn":
+        # FCN has no SE head; resolving the flag keeps the logged config.yaml truthful (se_loss: false).
+        config.model.se_loss = False
     return config
+
+
+# Keys that configure only EncNet's Context Encoding head, and keys that segmentation models read but the CIFAR
+# models take from their name ("EncNet-32k128d" fixes K and the width): a non-default value where they mean
+# nothing would change the run id without changing the network, so it is an error. (Resolved config.yaml files
+# list every key at its default, so only values, not the keys' presence, can be checked.)
+_ENCNET_HEAD_KEYS = ("lateral", "num_codes", "attention")
+_SEGMENTATION_MODEL_KEYS = ("backbone", "pretrained", "num_codes", "se_loss", "aux", "lateral", "attention")
+
+
+def _check_model_keys(data: dict, source: str) -> None:
+    model = data.get("model") or {}
+    defaults = ModelConfig()
+    changed = [k for k in model if hasattr(defaults, k) and model[k] != getattr(defaults, k)]
+    if data.get("task", "segmentation") == "classification":
+        bad = [k for k in _SEGMENTATION_MODEL_KEYS if k in changed]
+        if bad:
+            raise ConfigError(
+                f"{source}: model.{bad[0]} does not apply to classification models, whose name fixes their "
+                f"architecture (e.g. model.name=EncNet-16k64d for K=16, width 64); remove "
+                + ", ".join(f"model.{k}" for k in bad))
+    elif model.get("name", defaults.name) == "fcn":
+        bad = [k for k in _ENCNET_HEAD_KEYS if k in changed] + (["se_loss"] if model.get("se_loss") is True else [])
+        if bad:
+            raise ConfigError(
+                f"{source}: model.{bad[0]} configures EncNet's Context Encoding head, which model.name=fcn does "
+                f"not have; remove " + ", ".join(f"model.{k}" for k in bad))

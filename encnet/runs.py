@@ -52,13 +52,29 @@ DONE = "DONE"
 
 # Where the data lives, how many loader workers read it and how often checkpoints are written do not change
 # the numbers, so they do not change the run id (a moved dataset still finds its runs).
+# The evaluation protocol is applied after training and recorded in each eval_<tag>.json, so it does not
+# change the run id either: a new protocol evaluates the same trained run.
 _NOT_IN_HASH = {("data", "root"), ("data", "workers"), ("train", "checkpoint_every")}
+_SECTIONS_NOT_IN_HASH = ("eval",)
+
+
+def _init_identity(init_from: str) -> str:
+    """A previous stage is identified by its run (``<profile>/<experiment>/<run-id>``), not by where the runs
+    root happens to be, so chained stages keep their ids when the runs folder moves."""
+    path = Path(init_from)
+    if path.name == CHECKPOINT:
+        path = path.parent
+    return "/".join(path.parts[-3:])
 
 
 def config_hash(config: Config, length: int = 8) -> str:
     data = to_dict(config)
     for section, key in _NOT_IN_HASH:
         data[section].pop(key, None)
+    for section in _SECTIONS_NOT_IN_HASH:
+        data.pop(section, None)
+    if data["model"].get("init_from"):
+        data["model"]["init_from"] = _init_identity(data["model"]["init_from"])
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 

@@ -84,3 +84,37 @@ def test_every_shipped_config_loads(path):
     config = load_config(path)
     assert isinstance(config, Config)
     assert config.profile == path.parent.name and config.experiment == path.stem
+
+
+def test_fcn_config_resolves_to_no_se_loss_and_rejects_encnet_head_keys(tmp_path):
+    config = load_config(write(tmp_path, "model:\n  name: fcn\n"))
+    assert config.model.se_loss is False  # the logged config.yaml says what was trained
+    with pytest.raises(ConfigError, match="model.num_codes"):
+        load_config(write(tmp_path, "model:\n  name: fcn\n  num_codes: 16\n"))
+    with pytest.raises(ConfigError, match="model.se_loss"):
+        load_config(write(tmp_path, "model:\n  name: fcn\n"), ["model.se_loss=true"])
+
+
+def test_classification_rejects_keys_its_model_name_fixes(tmp_path):
+    path = write(tmp_path, "task: classification\nmodel:\n  name: EncNet-8k16d\n")
+    assert load_config(path).model.name == "EncNet-8k16d"
+    with pytest.raises(ConfigError, match="model.num_codes"):
+        load_config(path, ["model.num_codes=16"])
+
+
+def test_overrides_reach_into_data_options(tmp_path):
+    path = write(tmp_path, "data:\n  options: {seed: 0, num_train: 160}\n")
+    config = load_config(path, ["data.options.num_train=8"])
+    assert config.data.options == {"seed": 0, "num_train": 8}
+
+
+def test_run_id_ignores_the_eval_protocol_and_where_the_runs_root_is(tmp_path):
+    from encnet.runs import run_id
+
+    path = write(tmp_path, "model:\n  init_from: runs/demo/stage1/seed0-abc\n")
+    base = run_id(load_config(path))
+    assert run_id(load_config(path, ["eval.scales=[1.0]", "eval.flip=false"])) == base
+    moved = load_config(path, ["model.init_from=/elsewhere/runs/demo/stage1/seed0-abc/checkpoint_last.pt"])
+    assert run_id(moved) == base
+    assert run_id(load_config(path, ["model.init_from=runs/demo/stage1/seed1-abc"])) != base
+    assert run_id(load_config(path, ["train.epochs=3"])) != base

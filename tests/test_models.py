@@ -82,7 +82,7 @@ def test_paper_head_widths():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(se_loss=False), dict(lateral=True), dict(num_codes=16), dict(attention="paper")]
+    "kwargs", [dict(lateral=True), dict(num_codes=16), dict(attention="paper")]
 )
 def test_fcn_rejects_encnet_switches(kwargs):
     with pytest.raises(ValueError, match="fcn"):
@@ -153,3 +153,9 @@ def test_local_torchvision_state_dict_loads(tmp_path):
     torch.testing.assert_close(backbone.bn1.running_var, source.bn1.running_var, rtol=0, atol=0)
     with pytest.raises(ValueError, match="does not match backbone resnet_tiny"):
         build_backbone("resnet_tiny", pretrained=str(path))
+
+
+def test_fcn_accepts_se_loss_false():
+    # se_loss=False states what FCN is (no SE head); the engine resolves FCN configs to it.
+    model = build_model("fcn", 5, backbone="resnet_tiny", se_loss=False)
+    assert model(torch.randn(1, 3, 32, 32)).se is None

@@ -111,7 +111,8 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     if name == "fcn":
         given = {"se_loss": se_loss, "lateral": lateral, "num_codes": num_codes, "attention": attention}
-        changed = {k: v for k, v in given.items() if v != _ENCNET_ONLY_DEFAULTS[k]}
+        # se_loss=False states the truth for FCN (no SE head), so it is accepted as well as the default.
+        changed = {k: v for k, v in given.items() if v != _ENCNET_ONLY_DEFAULTS[k] and not (k == "se_loss" and v is False)}
         if changed:
             raise ValueError(
                 f"model fcn has no Context Encoding head, so {changed} mean nothing for it; remove "
