@@ -142,8 +142,15 @@ def write_eval(run_dir: Path, tag: str, result: dict, config: Config, split: str
 
 
 def evaluate(run_dir: str | Path, scales: Sequence[float] | None = None, flip: bool = False,
-             save_predictions: bool = False, split: str | None = None, device: str | None = None) -> dict:
-    """Evaluate the last checkpoint of ``run_dir``; writes and returns the ``eval[_<tag>].json`` record."""
+             save_predictions: bool = False, split: str | None = None, device: str | None = None,
+             eval_overrides: Sequence[str] = ()) -> dict:
+    """Evaluate the last checkpoint of ``run_dir``; writes and returns the ``eval[_<tag>].json`` record.
+
+    ``eval_overrides`` (``eval.crop_size=...``) replace the run's recorded evaluation protocol: the protocol is
+    not part of the run id, so a run trained once can be evaluated under a protocol decided later.
+    """
+    if any(not o.startswith("eval.") for o in eval_overrides):
+        raise ConfigError(f"eval_overrides may only change the eval section, found {list(eval_overrides)}")
     from .experiment import build_dataset_for, build_metric, build_model_for, dataset_num_classes
 
     run_dir = Path(run_dir)
@@ -151,7 +158,7 @@ def evaluate(run_dir: str | Path, scales: Sequence[float] | None = None, flip: b
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {runs.CHECKPOINT}; train it first: python -m encnet.train "
                                 f"{run_dir / 'config.yaml'} --run-dir {run_dir}")
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml", list(eval_overrides))
     ctx = distributed.setup(device)
     split = split or config.data.val_split
     tag = eval_tag(scales, flip, split, config)

@@ -284,28 +284,99 @@ def _torchrun(gpus: int, module: str, args: Sequence[str]) -> None:
                            f"Rerunning the same reproduce command resumes from the last checkpoint.")
 
 
-def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progress: bool = True) -> None:
-    """Train what is unfinished (resuming from a checkpoint), then add the missing multi-scale evaluations."""
+def _ms_overrides(config) -> list[str]:
+    """The planned multi-scale protocol as eval overrides (the protocol is not part of the run id)."""
+    e = config.eval
+    return [f"eval.scales={list(e.scales)}", f"eval.flip={str(bool(e.flip)).lower()}",
+            f"eval.crop_size={'null' if e.crop_size is None else e.crop_size}",
+            f"eval.base_size={'null' if e.base_size is None else e.base_size}", f"eval.stride_ratio={e.stride_ratio}"]
+
+
+def _has_ms_eval(run: PlannedRun) -> bool:
+    """The run has a multi-scale evaluation made with exactly the planned protocol."""
+    from encnet.runs import read_json
+
+    scales, flip, tag = _ms_settings(run.config)
+    path = run.run_dir / f"eval_{tag}.json"
+    if not path.is_file():
+        return False
+    done = read_json(path).get("settings", {})
+    e, d = run.config.eval, run.config.data
+    want = {"scales": list(scales), "flip": flip, "crop_size": e.crop_size or d.crop_size,
+            "base_size": e.base_size or d.base_size, "stride_ratio": e.stride_ratio}
+    return all(done.get(k) == v for k, v in want.items())
+
+
+def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str | Path, bar) -> None:
+    """Train independent runs ``jobs`` at a time, one single-process ``encnet.train`` each.
+
+    On a CPU machine a tiny demo run cannot use more than one core well, so training two runs side by side
+    nearly halves the wall time. A run that starts from another (``model.init_from``) waits for it. Each run's
+    output goes to ``<run_dir>/train.log``.
+    """
+    pending = [r for r in runs if not r.finished]
+    sources = {r.run_dir: Path(r.config.model.init_from) if r.config.model.init_from else None for r in pending}
+    waiting_on = {r.run_dir for r in pending}
+    running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)), ENCNET_NO_PROGRESS="1")
+    failed: list[str] = []
+    while pending or running:
+        for run, proc, log in list(running):
+            if proc.poll() is None:
+                continue
+            log.close()
+            running.remove((run, proc, log))
+            waiting_on.discard(run.run_dir)
+            bar.update()
+            if proc.returncode != 0:
+                tail = (run.run_dir / "train.log").read_text().splitlines()[-15:]
+                failed.append(f"{run.run_dir} (exit {proc.returncode}):\n    " + "\n    ".join(tail))
+        ready = [r for r in pending if sources[r.run_dir] not in waiting_on]
+        while ready and len(running) < jobs and not failed:
+            run = ready.pop(0)
+            pending.remove(run)
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run.run_dir / "train.log", "a")
+            command = [sys.executable, "-m", "encnet.train", str(run.config_file), *run.overrides, "--resume",
+                       "--run-dir", str(run.run_dir)]
+            running.append((run, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        if failed and not running:
+            raise RuntimeError("training failed; rerunning the same command resumes what stopped:\n  "
+                               + "\n  ".join(failed))
+        if not ready and pending and not running:
+            raise RuntimeError(f"runs wait for a stage that is not planned: {[str(r.run_dir) for r in pending]}")
+        time.sleep(0.5)
+
+
+def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progress: bool = True,
+            jobs: int = 1) -> None:
+    """Train what is unfinished (resuming from a checkpoint), then add the missing multi-scale evaluations.
+
+    ``jobs`` > 1 (single-process runs only) trains that many runs side by side in subprocesses.
+    """
     from tqdm import tqdm
 
+    todo = [r for r in runs if not r.finished]
+    if jobs > 1 and gpus == 1 and len(todo) > 1:
+        with tqdm(total=len(todo), desc=f"runs ({jobs} at a time)", unit="run", disable=not progress) as bar:
+            _train_in_subprocesses(todo, jobs, runs_root, bar)
     for run in tqdm(runs, desc="runs", unit="run", disable=not progress):
         if not run.finished:
             if gpus > 1:
                 _torchrun(gpus, "encnet.train", [str(run.config_file), *run.overrides, "--resume",
-                                                 "--output-root", str(runs_root)])
+                                                 "--run-dir", str(run.run_dir)])
             else:
                 from encnet.train import train
 
                 train(run.config, run_dir=run.run_dir, resume=True)
-        if "ms" in run.evals:
-            scales, flip, tag = _ms_settings(run.config)
-            if not (run.run_dir / f"eval_{tag}.json").is_file():
-                if gpus > 1:
-                    _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms"])
-                else:
-                    from encnet.evaluate import evaluate
+        if "ms" in run.evals and not _has_ms_eval(run):
+            scales, flip, _ = _ms_settings(run.config)
+            if gpus > 1:
+                _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms"])
+            else:
+                from encnet.evaluate import evaluate
 
-                    evaluate(run.run_dir, scales=scales, flip=flip)
+                evaluate(run.run_dir, scales=scales, flip=flip, eval_overrides=_ms_overrides(run.config))
 
 
 # ------------------------------------------------------------------------------------------------- outputs
@@ -355,6 +426,8 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-logs", action="store_true", help="rebuild the outputs from existing runs only")
     parser.add_argument("--runs-root", default="runs", help="root of the run folders (default: runs)")
     parser.add_argument("--out-dir", default=str(REPO), help="where tables/ and figures/ go (default: repo root)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many single-process runs side by side (CPU demo: one per core)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1")
     args = parser.parse_args(argv)
@@ -366,7 +439,8 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 _SCRIPTS = {"ablation": "table_ablation", "se_weight": "figure_se_weight", "codewords": "figure_codewords",
-            "pcontext": "table_pcontext", "voc": "table_voc", "ade20k": "table_ade20k"}
+            "pcontext": "table_pcontext", "voc": "table_voc", "ade20k": "table_ade20k",
+            "discrepancies": "table_discrepancies"}
 
 
 def main(name: str, argv: Sequence[str] | None = None) -> int:
@@ -383,7 +457,8 @@ def main(name: str, argv: Sequence[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     if not args.from_logs:
-        execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"))
+        execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"),
+                jobs=args.jobs)
     written = write_outputs(experiment, args.profile, result_refs(experiment, by_row, seeds), args.runs_root,
                             args.out_dir)
     for path in written:

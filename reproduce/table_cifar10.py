@@ -141,7 +141,8 @@ def main(output: str = "table", argv: Sequence[str] | None = None) -> int:
         return 0
     start = time.perf_counter()
     if not args.from_logs:
-        execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"))
+        execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"),
+                jobs=args.jobs)
     configs = {row.label: by_row[(row.label, seeds[0])].config for row in exp.rows}
     run_dirs = {row.label: [by_row[(row.label, seed)].run_dir for seed in seeds] for row in exp.rows}
     for path in write_outputs(output, args.profile, configs, run_dirs, args.runs_root, args.out_dir):

@@ -25,7 +25,10 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Se
 
 
 class FCNHead(nn.Sequential):
-    """conv3×3 in→in/4, BN, ReLU, Dropout(0.1), conv1×1 → num_classes (FCN head and aux head)."""
+    """conv3×3 in→in/4, BN, ReLU, Dropout2d(0.1), conv1×1 → num_classes (FCN head and aux head).
+
+    Dropout2d (whole channels), as the released code; PAPER.md only says "Dropout(0.1)".
+    """
 
     def __init__(
         self,
@@ -37,7 +40,7 @@ class FCNHead(nn.Sequential):
         inter_channels = inter_channels or in_channels // 4
         super().__init__(
             conv_bn_relu(in_channels, inter_channels, 3),
-            nn.Dropout(dropout),
+            nn.Dropout2d(dropout),
             nn.Conv2d(inter_channels, num_classes, 1),
         )
 
@@ -87,7 +90,7 @@ class EncModule(nn.Module):
 
 
 class EncHead(nn.Module):
-    """EncNet head: conv3×3 in→in/4, BN, ReLU → [lateral fusion] → EncModule → Dropout(0.1) → conv1×1.
+    """EncNet head: conv3×3 in→in/4, BN, ReLU → [lateral fusion] → EncModule → Dropout2d(0.1) → conv1×1.
 
     ``lateral=True`` is the authors' later release (used for PASCAL datasets), absent from the CVPR
     paper: layer2 and layer3 features (``lateral_in_channels``) each pass a 1×1 conv-BN-ReLU to in/4
@@ -117,7 +120,8 @@ class EncHead(nn.Module):
             self.connect = nn.ModuleList(conv_bn_relu(c, mid, 1) for c in lateral_in_channels)
             self.fusion = conv_bn_relu(3 * mid, mid, 3)
         self.enc_module = EncModule(mid, num_classes, num_codes, se_loss, attention)
-        self.classifier = nn.Sequential(nn.Dropout(0.1), nn.Conv2d(mid, num_classes, 1))
+        # Dropout2d as in the released EncHead (conv6); PAPER.md says only "Dropout(0.1)".
+        self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(mid, num_classes, 1))
 
     def forward(
         self, c4: Tensor, c2: Tensor | None = None, c3: Tensor | None = None
