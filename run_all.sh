@@ -30,7 +30,8 @@ if [ "$profile" = demo ]; then
     # cores are busy; one thread also makes the demo numbers identical from one machine to the next.
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
     # ...and two runs train side by side, one per core (reproduce/*.py --jobs).
-    case " ${passthrough[*]:-} " in *" --jobs "*) ;; *) passthrough+=(--jobs "$(nproc)") ;; esac
+    # (nproc --all: plain nproc obeys the OMP_NUM_THREADS=1 just set.)
+    case " ${passthrough[*]:-} " in *" --jobs "*) ;; *) passthrough+=(--jobs "$(nproc --all)") ;; esac
 fi
 
 scripts=(table_ablation figure_se_weight figure_codewords table_pcontext table_voc table_ade20k

@@ -18,6 +18,7 @@ from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from common import (
+    measure_peak_bytes,
     base_parser, machine_info, print_targets, resolve_device, target, time_interleaved, write_results,
 )
 from encnet.losses import SegmentationLoss
@@ -95,6 +96,8 @@ def main() -> None:
         params[name] = sum(p.numel() for p in model.parameters())
         flops[name] = count_flops(steps[name])
     timings = time_interleaved(steps, device, rounds=2 if args.quick else 5, min_round_time=0.0, warmup=0)
+    # Memory of one training step beyond what is resident (weights, optimizer-free): what sizes a GPU run.
+    peaks = {name: measure_peak_bytes(steps[name], device) / 2**20 for name in MODELS}
 
     rows = []
     for name in MODELS:
@@ -106,6 +109,7 @@ def main() -> None:
             "step_s": timings[name]["median_s"],
             "step_q25_s": timings[name]["q25_s"], "step_q75_s": timings[name]["q75_s"],
             "steps_timed": timings[name]["repeats"],
+            "step_peak_MiB": peaks[name],
         })
     fcn, enc = rows
     ratios = {

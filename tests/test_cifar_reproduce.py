@@ -164,7 +164,7 @@ def test_figure_script_runs_as_a_command():
     done = subprocess.run([sys.executable, str(REPO / "reproduce" / "figure_cifar_curves.py"), "--dry-run",
                            "--runs-root", "/nonexistent-runs"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "model=EncNet-8k16d attention=encoding K=8 widen=1" in done.stdout and "epochs=8" in done.stdout
+    assert "model=EncNet-8k16d attention=encoding K=8 widen=1" in done.stdout and "epochs=12" in done.stdout
     assert done.stdout.count("[to run]") == 6  # three networks × the demo's two seeds
 
 

@@ -66,7 +66,8 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
             ax.set_title("not run: " + ", ".join(format(x, "g") for x in missing), fontsize=8)
     axes[0][0].legend(fontsize=8)
     n_max = int(points["n"].max()) if len(points) else 0
-    fig.suptitle(f"{output_title(title, profile)} (mean ± std over up to {n_max} seed(s))", fontsize=10)
+    spread = f"mean ± std over {n_max} seeds" if n_max > 1 else "one seed per point: no error bars"
+    fig.suptitle(f"{output_title(title, profile)}\n({spread})", fontsize=10)
     fig.tight_layout()
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
