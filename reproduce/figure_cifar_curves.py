@@ -11,12 +11,12 @@ first trains them, the other only reads the logs.
     python reproduce/figure_cifar_curves.py --from-logs                 # rebuild the figure only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
 """
 
 import sys
 
-from table_cifar10 import main  # the CIFAR experiment lives beside this script
+from encnet.reproduce_cifar import main
 
 if __name__ == "__main__":
     sys.exit(main("curves"))

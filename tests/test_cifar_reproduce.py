@@ -1,4 +1,5 @@
-"""CIFAR-10 table and curves (reproduce/table_cifar10.py, figure_cifar_curves.py, encnet.report.cifar).
+"""CIFAR-10 table and curves (encnet.reproduce_cifar behind reproduce/table_cifar10.py and figure_cifar_curves.py;
+encnet.report.cifar).
 
 The fixtures under tests/fixtures/runs_cifar/ are invented round numbers in the real classification run-folder
 format (see its README): means and standard deviations are checked against hand-computed values, the golden
@@ -6,7 +7,6 @@ files pin the layout. Regenerate them after an intended layout change with
 ``ENCNET_UPDATE_GOLDEN=1 pytest tests/test_cifar_reproduce.py`` and review the diff.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -30,14 +30,7 @@ GOLDEN = FIXTURES / "golden"
 REPORTED = GOLDEN / "reported_fixture.csv"  # frozen: corrections to the live reported.csv leave the goldens alone
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("table_cifar10", REPO / "reproduce" / "table_cifar10.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = load_script()
+from encnet import reproduce_cifar as script
 PAPER_MODELS = [paper for paper, _, _ in script.MODELS]
 FIXTURE_RUNS = {
     "demo": {"EncNet-32k128d": ["cifar10_encnet_32k128d/seed0-fmtenc", "cifar10_encnet_32k128d/seed1-fmtenc"],
