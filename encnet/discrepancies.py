@@ -10,7 +10,8 @@ with both sides' choice, where each is stated, and the config switch (a dotted k
 - ``effects`` is pure: per entry and metric, mean ± std over seeds of each side, Δ = release − paper, the
   seed-to-seed spread, and whether |Δ| exceeds it.
 
-Nothing here trains: ``reproduce/table_discrepancies.py`` launches the planned runs and writes the table.
+Nothing here trains: ``encnet.reproduce_discrepancies`` (``reproduce/table_discrepancies.py``) launches the
+planned runs and writes the table.
 """
 
 from __future__ import annotations

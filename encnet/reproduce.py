@@ -445,9 +445,29 @@ _SCRIPTS = {"ablation": "table_ablation", "se_weight": "figure_se_weight", "code
             "discrepancies": "table_discrepancies"}
 
 
+def report_user_error(err: BaseException, args: argparse.Namespace) -> int:
+    """Print a fixable error (missing dataset, bad config, failed run) without a traceback; exit status 2."""
+    print(f"error: {err}", file=sys.stderr)
+    if args.profile == "paper" and not args.data_root and isinstance(err, FileNotFoundError):
+        print("hint: the paper profile reads the real datasets: pass --data-root DIR (see README, 'Preparing the "
+              "real datasets')", file=sys.stderr)
+    return 2
+
+
 def main(name: str, argv: Sequence[str] | None = None) -> int:
     """The whole command of one ``reproduce/<script>.py``."""
+    from encnet.train import user_errors
+
     args = parse_args(name, argv)
+    try:
+        return _main(name, args)
+    except user_errors() as err:
+        return report_user_error(err, args)
+    except RuntimeError as err:  # a training subprocess failed: its log tail is in the message
+        return report_user_error(err, args)
+
+
+def _main(name: str, args: argparse.Namespace) -> int:
     experiment = experiments(args.profile)[name]
     seeds = tuple(args.seeds) if args.seeds else experiment.seeds
     runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set)

@@ -115,8 +115,18 @@ def write_outputs(output: str, profile: str, configs: dict, run_dirs: dict, runs
 
 def main(output: str = "table", argv: Sequence[str] | None = None) -> int:
     """The whole command of reproduce/table_cifar10.py (``output="table"``) or figure_cifar_curves.py."""
+    from encnet.reproduce import report_user_error
+    from encnet.train import user_errors
+
     script = {"table": "table_cifar10", "curves": "figure_cifar_curves"}[output]
     args = parse_args(script, argv)
+    try:
+        return _main(output, script, args)
+    except (*user_errors(), RuntimeError) as err:
+        return report_user_error(err, args)
+
+
+def _main(output: str, script: str, args) -> int:
     exp = experiment(args.profile)
     seeds = tuple(args.seeds) if args.seeds else exp.seeds
     runs, by_row = plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set)

@@ -33,7 +33,7 @@ from .experiment import (build_criterion, build_dataset_for, build_metric, build
                          dataset_num_classes, load_model_weights)
 from .schedules import lr_at
 
-__all__ = ["NonFiniteLossError", "RunExistsError", "main", "train"]
+__all__ = ["NonFiniteLossError", "RunExistsError", "main", "train", "user_errors"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,6 +42,14 @@ class NonFiniteLossError(RuntimeError):
 
 class RunExistsError(RuntimeError):
     """An unfinished run is already in the folder and ``resume`` was not asked for."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by input a person can fix (config, data on disk, a stopped run): commands print their
+    message in one block and exit 2 instead of showing a traceback."""
+    from encnet.data.base import LabelSizeError, LabelValueError
+
+    return (ConfigError, RunExistsError, NonFiniteLossError, FileNotFoundError, LabelValueError, LabelSizeError)
 
 
 def log(ctx, message: str) -> None:
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         out = train(config, run_dir=run_dir, resume=args.resume, output_root=args.output_root, device=args.device)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"run folder: {out}", flush=True)
-    except (ConfigError, RunExistsError, NonFiniteLossError, FileNotFoundError) as err:
+    except user_errors() as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 2
     except KeyboardInterrupt:

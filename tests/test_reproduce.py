@@ -131,3 +131,14 @@ def test_scripts_are_thin_entry_points():
                           cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "crop_size=480" in done.stdout
+
+
+def test_missing_dataset_is_a_one_block_error_with_the_data_root_hint(tmp_path, capsys):
+    from encnet.reproduce import main
+
+    rc = main("ablation", ["--profile", "paper", "--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "PASCAL-Context root not found" in err and "python -m encnet.data.prepare pascal_context" in err
+    assert "--data-root" in err and "Traceback" not in err
+    assert not (tmp_path / "tables").exists()  # nothing written as if the experiment had run
