@@ -378,10 +378,15 @@ def list_runs(runs_root: str | Path, profile: str = "demo") -> pd.DataFrame:
             "predictions": ",".join(sorted(p.name for p in (run_dir / "predictions").glob("*") if p.is_dir())),
             "_data": json.dumps({k: data.get(k) for k in ("dataset", "options", "val_split", "num_classes")},
                                 sort_keys=True),
-            "_train": json.dumps(log.config.get("train", {}), sort_keys=True),
+            # The recipe is the optimisation and the augmentation: an EncNet trained with, say, rotation (a
+            # ledger switch) is not the FCN's counterpart even on the same data.
+            "_train": json.dumps({"train": log.config.get("train", {}),
+                                  "data": {k: v for k, v in data.items() if k not in ("root", "workers")}},
+                                 sort_keys=True),
+            "_default_head": model.get("attention", "release") == "release" and not model.get("lateral", False),
         })
     columns = ["run_dir", "experiment", "model", "backbone", "se_loss", "num_codes", "seed", "dataset", "started",
-               "predictions", "_data", "_train"]
+               "predictions", "_data", "_train", "_default_head"]
     frame = pd.DataFrame.from_records(records, columns=columns)
     return frame.sort_values(["started", "run_dir"], ascending=False, kind="stable").reset_index(drop=True)
 
@@ -391,8 +396,9 @@ def find_latest_pair(runs_root: str | Path, profile: str = "demo") -> tuple[Path
 
     Among finished EncNet runs on the same data (dataset, generator options, split), the match prefers, in
     order: the sibling experiment (``pcontext_fcn_r50`` → ``pcontext_encnet_r50``), the SE-loss head switched
-    on (the presence analysis needs it), the same seed, the same training recipe, the paper's K=32 codewords,
-    the same backbone; then the latest. Sweeps and ablations of the same data therefore never win over the
+    on (the presence analysis needs it), the same seed, the same training recipe (optimisation and
+    augmentation), the paper's K=32 codewords, the released head (no ledger switch flipped), the same backbone;
+    then the latest. Sweeps and ablations of the same data therefore never win over the
     plain EncNet run of the same recipe.
     """
     runs = list_runs(runs_root, profile)
@@ -413,6 +419,7 @@ def find_latest_pair(runs_root: str | Path, profile: str = "demo") -> tuple[Path
         "seed": encnets["seed"] == fcn["seed"],
         "recipe": encnets["_train"] == fcn["_train"],
         "k32": encnets["num_codes"] == 32,
+        "default_head": encnets["_default_head"],
         "backbone": encnets["backbone"] == fcn["backbone"],
         "started": encnets["started"],
     })

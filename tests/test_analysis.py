@@ -152,13 +152,14 @@ def test_overlay_figure_has_a_column_per_mask_and_a_legend_of_the_classes_shown(
 
 
 def write_run(root: Path, experiment: str, run_id: str, model: dict, started: str, finished: bool = True,
-              seed: int = 0, data_seed: int = 0, train: dict | None = None) -> Path:
+              seed: int = 0, data_seed: int = 0, train: dict | None = None,
+              data: dict | None = None) -> Path:
     run_dir = root / "demo" / experiment / run_id
     run_dir.mkdir(parents=True)
     config = {"experiment": experiment, "profile": "demo", "task": "segmentation", "seed": seed,
               "model": {"backbone": "resnet_tiny", "num_codes": 32, "se_loss": True, **model},
               "data": {"dataset": "context_scenes", "root": None, "val_split": "val", "num_classes": None,
-                       "options": {"seed": data_seed, "num_train": 300}},
+                       "options": {"seed": data_seed, "num_train": 300}, **(data or {})},
               "train": train or {"epochs": 5, "se_weight": 0.2}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / "env.json").write_text(json.dumps({"start_time": started}))
@@ -182,6 +183,13 @@ def test_latest_fcn_is_paired_with_its_sibling_encnet_run_of_the_same_recipe(tmp
     write_run(tmp_path, "ade20k_encnet_r50", "other", {"name": "encnet"}, "2025-01-07T00:00:00+00:00")
     write_run(tmp_path, "pcontext_encnet_r50", "otherdata", {"name": "encnet"}, "2025-01-08T00:00:00+00:00",
               data_seed=1)
+    # Ledger switches flipped on the same data: rotation augmentation, the paper's attention, lateral paths.
+    write_run(tmp_path, "pcontext_encnet_r50", "rotate", {"name": "encnet"}, "2025-01-08T01:00:00+00:00",
+              data={"rotate_degrees": 10.0})
+    write_run(tmp_path, "pcontext_encnet_r50", "paperatt", {"name": "encnet", "attention": "paper"},
+              "2025-01-08T02:00:00+00:00")
+    write_run(tmp_path, "pcontext_encnet_r50", "lateral", {"name": "encnet", "lateral": True},
+              "2025-01-08T03:00:00+00:00")
 
     assert analysis.find_latest_pair(tmp_path, "demo") == (fcn, encnet)
     listed = analysis.list_runs(tmp_path, "demo")
