@@ -109,8 +109,9 @@ def write_outputs(output: str, profile: str, configs: dict, run_dirs: dict, runs
     results = cifar.collect_errors(refs, runs_root)
     comparison = cifar.compare_errors(rows, load_reported(reported_csv or REPORTED_CSV), results, profile)
     notes = [cifar.error_direction_note(comparison, names[ENCNET], names[SE_RESNET])]
+    checks = [cifar.error_direction_check(comparison, names[ENCNET], names[SE_RESNET])]
     return cifar.write_error_table(comparison, TABLE, TITLE, _caption(profile, configs[ENCNET], names), profile,
-                                   out_dir, notes)
+                                   out_dir, notes, checks)
 
 
 def main(output: str = "table", argv: Sequence[str] | None = None) -> int:

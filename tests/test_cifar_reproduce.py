@@ -63,7 +63,8 @@ def check_golden(path: Path):
 
 def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
     paths = build("table", "demo", tmp_path)
-    assert sorted(p.name for p in paths) == ["cifar10_demo.csv", "cifar10_demo.md", "cifar10_demo.tex"]
+    assert sorted(p.name for p in paths) == ["cifar10_demo.csv", "cifar10_demo.md", "cifar10_demo.tex",
+                                             "cifar10_demo_directions.csv"]
     for path in paths:
         check_golden(path)
     table = pd.read_csv(tmp_path / "tables" / "cifar10_demo.csv").set_index("row")
@@ -72,6 +73,10 @@ def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
     assert table.loc["EncNet-8k16d", "reproduced_std"] == pytest.approx(math.sqrt(2), abs=1e-4)
     assert table.loc["SE-ResNet-16d", "reproduced_mean"] == pytest.approx(46.0)
     assert table.loc["SE-ResNet-16d", "reproduced_std"] == pytest.approx(math.sqrt(8), abs=1e-4)
+    # The direction check run_all's summary reads: SE-ResNet 46 − EncNet 41 = +5 > the larger std √8.
+    check = pd.read_csv(tmp_path / "tables" / "cifar10_demo_directions.csv").iloc[0]
+    assert check["reproduced_gap"] == pytest.approx(5.0) and bool(check["holds"])
+    assert check["spread"] == pytest.approx(math.sqrt(8), abs=1e-4)
     # The stopped run (no DONE, no eval.json) is "not run", never a number.
     assert table.loc["ResNet-16d", "status"] == "not run" and table.loc["ResNet-16d", "n"] == 0
     # Demo runs measure generated textures, not CIFAR-10: no Δ against the paper.

@@ -171,23 +171,37 @@ def display_errors(comparison: pd.DataFrame, profile: str) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str) -> str:
-    """The paper's claim that ``lower`` has the lower test error than ``higher``, checked on the means."""
+def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str) -> dict:
+    """The paper's claim that ``lower`` has the lower test error than ``higher``, checked on the means.
+
+    Gaps are "better − worse" in the sense of the segmentation tables' direction checks (here: the higher
+    error minus the lower), so ``encnet.report.summary`` reads both alike; ``spread`` is the larger seed std.
+    """
     means = comparison.set_index("row")["reproduced_mean"]
-    claim = f"Direction {lower} < {higher} (test error)"
+    claim = f"{lower} < {higher} (test error)"
     if lower not in means or higher not in means or pd.isna(means[lower]) or pd.isna(means[higher]):
+        return {"claim": claim, "reported_gap": float("nan"), "reproduced_gap": float("nan"), "holds": None,
+                "spread": float("nan")}
+    gap = float(means[higher] - means[lower])
+    spread = float(comparison.set_index("row")["reproduced_std"][[lower, higher]].max())
+    return {"claim": claim, "reported_gap": float("nan"), "reproduced_gap": gap, "holds": gap > 0, "spread": spread}
+
+
+def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str) -> str:
+    check = error_direction_check(comparison, lower, higher)
+    claim = f"Direction {check['claim']}"
+    if check["holds"] is None:
         return f"{claim}: not run."
-    gap = float(means[lower] - means[higher])
-    verdict = "reproduced" if gap < 0 else "NOT reproduced"
+    gap = -check["reproduced_gap"]  # shown as lower − higher: negative when the claim holds
+    verdict = "reproduced" if check["holds"] else "NOT reproduced"
     # A gap smaller than one seed's spread could flip with the next seed; say so rather than let the sign speak.
-    spread = comparison.set_index("row")["reproduced_std"][[lower, higher]].max()
-    if not pd.isna(spread) and abs(gap) <= spread:
-        verdict += f", but within one seed std ({spread:.2f}): inconclusive"
+    if not pd.isna(check["spread"]) and abs(gap) <= check["spread"]:
+        verdict += f", but within one seed std ({check['spread']:.2f}): inconclusive"
     return f"{claim}: reproduced gap {gap:+.2f} → {verdict}."
 
 
 def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
-                      out_dir: str | Path, notes: Sequence[str] = ()) -> list[Path]:
+                      out_dir: str | Path, notes: Sequence[str] = (), checks: Sequence[dict] = ()) -> list[Path]:
     """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the numbers behind the table."""
     stem = output_name(name, profile)
     title = output_title(title, profile)
@@ -204,6 +218,9 @@ def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: 
     paths[0].write_text(to_markdown(table, title, caption, notes))
     comparison.to_csv(paths[1], index=False, float_format="%.4f")
     paths[2].write_text(to_latex(table, title, caption, notes))
+    if checks:
+        paths.append(folder / f"{stem}_directions.csv")
+        pd.DataFrame(list(checks)).to_csv(paths[-1], index=False, float_format="%.4f")
     return paths
 
 

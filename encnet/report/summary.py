@@ -45,6 +45,9 @@ def direction_lines(out_dir: Path, profile: str) -> list[str]:
             else:
                 gap = f"{check['reproduced_gap']:+.2f}"
                 verdict = "reproduced" if check["reproduced_gap"] > 0 else "NOT reproduced"
+                spread = check.get("spread", float("nan"))
+                if not pd.isna(spread) and abs(check["reproduced_gap"]) <= spread:
+                    gap += f" (within one seed std {spread:.2f}: inconclusive)"
             lines.append(f"{verdict:>15}  {check['claim']}: paper {paper}, this run {gap}   [{table}]")
     return lines
 

@@ -147,9 +147,12 @@ def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction]) 
         reported_gap = pick(d.better, "reported") - pick(d.worse, "reported")
         reproduced_gap = pick(d.better, "reproduced_mean") - pick(d.worse, "reproduced_mean")
         holds = None if pd.isna(reproduced_gap) else bool(reproduced_gap > 0)
+        # The larger seed std of the two rows: a gap inside it could change sign with the next seed.
+        spread = pd.Series([pick(d.better, "reproduced_std"), pick(d.worse, "reproduced_std")]).max()
         records.append({"claim": f"{d.better} > {d.worse} ({d.metric})", "reported_gap": reported_gap,
-                         "reproduced_gap": reproduced_gap, "holds": holds})
-    return pd.DataFrame.from_records(records, columns=["claim", "reported_gap", "reproduced_gap", "holds"])
+                         "reproduced_gap": reproduced_gap, "holds": holds, "spread": spread})
+    return pd.DataFrame.from_records(records,
+                                     columns=["claim", "reported_gap", "reproduced_gap", "holds", "spread"])
 
 
 def _direction_note(check: pd.Series) -> str:
@@ -157,6 +160,8 @@ def _direction_note(check: pd.Series) -> str:
     if check["holds"] is None:
         return f"Direction {check['claim']}: paper {paper}; reproduced: not run."
     verdict = "reproduced" if check["holds"] else "NOT reproduced"
+    if not pd.isna(check.get("spread")) and abs(check["reproduced_gap"]) <= check["spread"]:
+        verdict += f", but within one seed std ({check['spread']:.2f}): inconclusive"
     return (f"Direction {check['claim']}: paper {paper}, reproduced {check['reproduced_gap']:+.2f} "
             f"→ {verdict}.")
 
