@@ -163,7 +163,7 @@ def test_figure_script_runs_as_a_command():
                            "--runs-root", "/nonexistent-runs"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "model=EncNet-8k16d attention=encoding K=8 widen=1" in done.stdout and "epochs=12" in done.stdout
-    assert done.stdout.count("[to run]") == 6  # three networks × the demo's two seeds
+    assert done.stdout.count("[to run]") == 3 * len(script.DEMO_SEEDS)  # three networks × the demo seeds
 
 
 def test_from_logs_without_runs_writes_not_run_outputs(tmp_path):
