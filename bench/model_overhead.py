@@ -144,7 +144,7 @@ def main() -> None:
         "interpolation, losses and the optimizer are not counted (they are a few % of a ResNet's FLOPs)",
         "the Encoding layer's X·Cᵀ (mm) and AᵀX (bmm) are counted; its softmax and norms are not",
         "both models with the aux FCN head on layer3; EncNet with the SE-loss head; se_weight = aux_weight = 0.2",
-        f"step = SGD (momentum 0.9, wd 1e-4) step in training mode; median of 5 steps per model after one "
+        "step = SGD (momentum 0.9, wd 1e-4) step in training mode; median of 5 steps per model after one "
         f"warm-up (the FLOP-counting step), FCN and EncNet timed in turns so load changes hit both alike",
     ]
     if device.type == "cpu":

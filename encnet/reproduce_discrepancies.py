@@ -7,13 +7,7 @@ paper's value and with the release's value of the switch, for the same seeds, th
 exceeds the seed-to-seed spread, followed by the ledger itself. Sides whose configs coincide are one run folder
 (the side the suite's defaults follow is the plain base config), trained once and shared with the other tables.
 
-    python reproduce/table_discrepancies.py                                   # demo profile, CPU, minutes
-    python reproduce/table_discrepancies.py --profile paper --dry-run         # the runs a GPU user would launch
-    python reproduce/table_discrepancies.py --profile paper --data-root DATA --gpus 8
-    python reproduce/table_discrepancies.py --from-logs                       # rebuild the table only
-
-Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
+The command line is ``encnet.reproduce``'s, shared by every reproduce script.
 """
 
 from __future__ import annotations

@@ -100,6 +100,24 @@ def _ranges(values: np.ndarray) -> str:
     return ", ".join(parts)
 
 
+class InMemoryClassification(torch.utils.data.Dataset):
+    """Images held as one N×3×H×W uint8 tensor with integer labels (CIFAR-10, context_textures): small enough
+    to live in memory, so each item is a view, not a file read."""
+
+    images: torch.Tensor
+    labels: list[int]
+    transform: Callable | None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = tv_tensors.Image(self.images[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Base for (image, mask) datasets: ``tv_tensors.Image`` uint8 C×H×W and ``tv_tensors.Mask`` int64 H×W.
 

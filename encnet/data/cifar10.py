@@ -15,9 +15,8 @@ from typing import Callable
 
 import torch
 import torchvision
-from torchvision import tv_tensors
 
-from encnet.data.base import missing
+from encnet.data.base import InMemoryClassification, missing
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -39,7 +38,7 @@ class _CIFAR10Batches(torchvision.datasets.CIFAR10):
     meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
 
-class CIFAR10(torch.utils.data.Dataset):
+class CIFAR10(InMemoryClassification):
     name = "cifar10"
     num_classes = 10
     class_names = CLASS_NAMES
@@ -56,12 +55,3 @@ class CIFAR10(torch.utils.data.Dataset):
             raise missing("CIFAR-10 batches", folder, LAYOUT, prepare_command(root)) from error
         self.images = torch.from_numpy(batches.data).permute(0, 3, 1, 2)  # N×3×32×32 uint8
         self.labels = [int(t) for t in batches.targets]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = tv_tensors.Image(self.images[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]

@@ -37,9 +37,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
 
-from encnet.data.base import DatasetNotFoundError, missing
+from encnet.data.base import DatasetNotFoundError, InMemoryClassification, missing
 from encnet.data.cache import build_dir_atomically, default_cache_dir
 
 VERSION = 1
@@ -147,7 +146,7 @@ def ensure_context_textures(
     )
 
 
-class ContextTextures(torch.utils.data.Dataset):
+class ContextTextures(InMemoryClassification):
     """The generated dataset in ``root``; samples are ``(tv_tensors.Image uint8 3×32×32, int label)``.
 
     Split ``val`` is accepted as another name for ``test``.
@@ -170,12 +169,3 @@ class ContextTextures(torch.utils.data.Dataset):
             raise DatasetNotFoundError(f"{self.root / 'meta.json'} does not describe a context_textures folder")
         self.images = torch.from_numpy(np.load(self.root / f"{split}_images.npy")).permute(0, 3, 1, 2)
         self.labels = np.load(self.root / f"{split}_labels.npy").tolist()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = tv_tensors.Image(self.images[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]

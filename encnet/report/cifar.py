@@ -26,7 +26,8 @@ import pandas as pd
 
 from . import runlogs
 from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
-from .tables import NOT_RUN, check_profile, output_name, output_title, to_latex, to_markdown
+from .figures import save_figure
+from .tables import NOT_RUN, check_profile, output_name, output_title, write_table_files
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -211,17 +212,8 @@ def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: 
     traced = [f"{r['row']}: {r['runs']}" for _, r in comparison.iterrows() if r["runs"]]
     if traced:
         notes.append("Runs (under the runs root): " + "; ".join(traced) + ".")
-    table = display_errors(comparison, profile)
-    folder = Path(out_dir) / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{stem}.md", folder / f"{stem}.csv", folder / f"{stem}.tex"]
-    paths[0].write_text(to_markdown(table, title, caption, notes))
-    comparison.to_csv(paths[1], index=False, float_format="%.4f")
-    paths[2].write_text(to_latex(table, title, caption, notes))
-    if checks:
-        paths.append(folder / f"{stem}_directions.csv")
-        pd.DataFrame(list(checks)).to_csv(paths[-1], index=False, float_format="%.4f")
-    return paths
+    return write_table_files(display_errors(comparison, profile), comparison, stem, title, caption, notes, out_dir,
+                             pd.DataFrame(list(checks)) if checks else None)
 
 
 # ----------------------------------------------------------------------------------------------------- curves
@@ -296,13 +288,4 @@ def plot_curves(points: pd.DataFrame, rows: Sequence[str], name: str, title: str
     if missing:
         suptitle += "\nnot run: " + ", ".join(missing)
     fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    folder = Path(out_dir) / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = output_name(name, profile)
-    paths = [folder / f"{stem}.png", folder / f"{stem}.pdf", folder / f"{stem}.csv"]
-    fig.savefig(paths[0], dpi=120, metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None, "Creator": None})
-    plt.close(fig)
-    points.to_csv(paths[2], index=False, float_format="%.4f")
-    return paths
+    return save_figure(fig, points, name, profile, out_dir)

@@ -68,6 +68,16 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
     n_max = int(points["n"].max()) if len(points) else 0
     spread = f"mean ± std over {n_max} seeds" if n_max > 1 else "one seed per point: no error bars"
     fig.suptitle(f"{output_title(title, profile)}\n({spread})", fontsize=10)
+    return save_figure(fig, points, name, profile, out_dir)
+
+
+def save_figure(fig, points: pd.DataFrame, name: str, profile: str, out_dir: str | Path) -> list[Path]:
+    """Write ``figures/<name>[_demo].{png,pdf,csv}`` (the CSV: the plotted points) and close the figure.
+
+    Dates and producer strings are left out of the files so that the same logs give byte-identical figures.
+    """
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)

@@ -224,14 +224,20 @@ def write_table(comparison: pd.DataFrame, name: str, title: str, caption: str, p
     title = output_title(title, profile)
     checks = direction_checks(comparison, directions) if directions else None
     notes = footnotes(comparison, checks, notes)
-    table = display(comparison)
+    return write_table_files(display(comparison), comparison, stem, title, caption, notes, out_dir, checks)
+
+
+def write_table_files(table: pd.DataFrame, numbers: pd.DataFrame, stem: str, title: str, caption: str,
+                      notes: Sequence[str], out_dir: str | Path, checks: pd.DataFrame | None = None) -> list[Path]:
+    """``tables/<stem>.{md,tex}`` from the display ``table``, ``.csv`` from the tidy ``numbers`` behind it, and
+    ``<stem>_directions.csv`` from the direction ``checks`` (read by run_all's summary)."""
     folder = Path(out_dir) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.md", folder / f"{stem}.csv", folder / f"{stem}.tex"]
     paths[0].write_text(to_markdown(table, title, caption, notes))
-    comparison.to_csv(paths[1], index=False, float_format="%.4f")
+    numbers.to_csv(paths[1], index=False, float_format="%.4f")
     paths[2].write_text(to_latex(table, title, caption, notes))
-    if checks is not None:
+    if checks is not None and len(checks):
         paths.append(folder / f"{stem}_directions.csv")
         checks.to_csv(paths[-1], index=False, float_format="%.4f")
     return paths
