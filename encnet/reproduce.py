@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_ROOT = REPO / "configs"
@@ -454,36 +454,48 @@ def report_user_error(err: BaseException, args: argparse.Namespace) -> int:
     return 2
 
 
-def main(name: str, argv: Sequence[str] | None = None) -> int:
-    """The whole command of one ``reproduce/<script>.py``."""
+def guarded(args: argparse.Namespace, body: Callable[[], int]) -> int:
+    """Run a script's body; fixable errors (and a failed training run) print in one block, exit status 2."""
     from encnet.train import user_errors
 
-    args = parse_args(name, argv)
     try:
-        return _main(name, args)
-    except user_errors() as err:
-        return report_user_error(err, args)
-    except RuntimeError as err:  # a training subprocess failed: its log tail is in the message
+        return body()
+    except (*user_errors(), RuntimeError) as err:  # RuntimeError: a training subprocess failed (log tail inside)
         return report_user_error(err, args)
 
 
-def _main(name: str, args: argparse.Namespace) -> int:
-    experiment = experiments(args.profile)[name]
+def run_experiment(experiment: Experiment, args: argparse.Namespace, label: str,
+                   write: Callable[[dict, tuple[int, ...]], list[Path]],
+                   describe_run: Callable[[PlannedRun], str] = describe) -> int:
+    """Plan the runs, then either list them (``--dry-run``) or train what is missing and write the outputs.
+
+    ``write(by_row, seeds)`` builds the outputs from the run logs; every reproduce script shares the rest.
+    """
     seeds = tuple(args.seeds) if args.seeds else experiment.seeds
     runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set)
     if args.dry_run:
         print(f"{experiment.title} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} run(s), "
               f"{sum(not r.finished for r in runs)} to run")
         for run in runs:
-            print(describe(run))
+            print(describe_run(run))
         return 0
     start = time.perf_counter()
     if not args.from_logs:
         execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"),
                 jobs=args.jobs)
-    written = write_outputs(experiment, args.profile, result_refs(experiment, by_row, seeds), args.runs_root,
-                            args.out_dir)
-    for path in written:
+    for path in write(by_row, seeds):
         print(f"wrote {path}")
-    print(f"{name} ({args.profile}): {len(runs)} run(s), {time.perf_counter() - start:.1f} s")
+    print(f"{label} ({args.profile}): {len(runs)} run(s), {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def main(name: str, argv: Sequence[str] | None = None) -> int:
+    """The whole command of one ``reproduce/<script>.py``."""
+    args = parse_args(name, argv)
+    experiment = experiments(args.profile)[name]
+
+    def write(by_row, seeds):
+        return write_outputs(experiment, args.profile, result_refs(experiment, by_row, seeds), args.runs_root,
+                             args.out_dir)
+
+    return guarded(args, lambda: run_experiment(experiment, args, name, write))

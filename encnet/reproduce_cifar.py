@@ -9,12 +9,9 @@ classification recipe; planning, training and resuming are the shared driver's (
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from typing import Sequence
 
-from encnet.reproduce import REPO, Experiment, PlannedRun, Row, execute, parse_args, plan
+from encnet.reproduce import REPO, Experiment, PlannedRun, Row, guarded, parse_args, run_experiment
 
 TABLE, CURVES = "cifar10", "cifar_curves"
 TITLE = "CIFAR-10 test error and parameters: EncNet against SE-ResNet (paper §4.4)"
@@ -116,38 +113,13 @@ def write_outputs(output: str, profile: str, configs: dict, run_dirs: dict, runs
 
 def main(output: str = "table", argv: Sequence[str] | None = None) -> int:
     """The whole command of reproduce/table_cifar10.py (``output="table"``) or figure_cifar_curves.py."""
-    from encnet.reproduce import report_user_error
-    from encnet.train import user_errors
-
     script = {"table": "table_cifar10", "curves": "figure_cifar_curves"}[output]
     args = parse_args(script, argv)
-    try:
-        return _main(output, script, args)
-    except (*user_errors(), RuntimeError) as err:
-        return report_user_error(err, args)
-
-
-def _main(output: str, script: str, args) -> int:
     exp = experiment(args.profile)
-    seeds = tuple(args.seeds) if args.seeds else exp.seeds
-    runs, by_row = plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set)
-    if args.dry_run:
-        print(f"{TITLE} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} run(s), "
-              f"{sum(not r.finished for r in runs)} to run")
-        for run in runs:
-            print(describe(run))
-        return 0
-    start = time.perf_counter()
-    if not args.from_logs:
-        execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"),
-                jobs=args.jobs)
-    configs = {row.label: by_row[(row.label, seeds[0])].config for row in exp.rows}
-    run_dirs = {row.label: [by_row[(row.label, seed)].run_dir for seed in seeds] for row in exp.rows}
-    for path in write_outputs(output, args.profile, configs, run_dirs, args.runs_root, args.out_dir):
-        print(f"wrote {path}")
-    print(f"{script} ({args.profile}): {len(runs)} run(s), {time.perf_counter() - start:.1f} s")
-    return 0
 
+    def write(by_row, seeds):
+        configs = {row.label: by_row[(row.label, seeds[0])].config for row in exp.rows}
+        run_dirs = {row.label: [by_row[(row.label, seed)].run_dir for seed in seeds] for row in exp.rows}
+        return write_outputs(output, args.profile, configs, run_dirs, args.runs_root, args.out_dir)
 
-if __name__ == "__main__":
-    sys.exit(main("table"))
+    return guarded(args, lambda: run_experiment(exp, args, script, write, describe))

@@ -140,13 +140,8 @@ def write(profile: str, table: pd.DataFrame, shown: pd.DataFrame, ledger, text: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encnet.train import user_errors
-
     args = reproduce.parse_args("discrepancies", argv)
-    try:
-        return _main(args)
-    except (*user_errors(), RuntimeError) as err:
-        return reproduce.report_user_error(err, args)
+    return reproduce.guarded(args, lambda: _main(args))
 
 
 def _main(args) -> int:
