@@ -181,8 +181,8 @@ def _voc(profile: str, enc50: str) -> Experiment:
     return Experiment(
         "voc", "PASCAL VOC 2012 without and with COCO pre-training (paper Table 3, EncNet R101)",
         "Each stage starts from the previous stage's weights (model.init_from). The paper's numbers are test-set "
-        "mIoU from the evaluation server; the reproduced column shows the train_aug stage on val (multi-scale + "
-        "flip), since the trainval stage trains on val." + _demo_notes(
+        "IoU from the evaluation server; our rows show the train_aug stage on val (multi-scale + flip), since the "
+        "trainval stage trains on val; their per-class IoU comes from the run's own confusion matrix." + _demo_notes(
             profile, "The 'COCO' stage trains on other generated images (data seed 1); the 'trainval' stage "
                      "fine-tunes on the demo train split (the demo has no train+val split); the no-COCO "
                      "train_aug stage is the ablation's EncNet run."),
