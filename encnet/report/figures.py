@@ -92,16 +92,19 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
     all_x = list(points["x"]) + (list(paper["x"]) if paper is not None else []) + [chosen]
     at = positions(all_x, log2_x)
     metrics = list(dict.fromkeys(points["metric"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.6 * len(metrics), 7.0), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         mine = points[(points["metric"] == metric) & (points["n"] > 0)]
-        ax.errorbar([at[x] for x in mine["x"]], mine["mean"], yerr=mine["std"].fillna(0.0), marker="o", capsize=3,
-                    color="tab:blue", label=f"reproduced ({profile})")
-        if paper_x is not None:
-            extra = mine[~mine["x"].isin(paper_x)]
-            if len(extra):
-                ax.plot([at[x] for x in extra["x"]], extra["mean"], linestyle="none", marker="o", markersize=8,
-                        markerfacecolor="white", markeredgecolor="tab:blue", label="extra point (not in the paper)")
+        is_extra = ~mine["x"].isin(paper_x) if paper_x is not None else pd.Series(False, index=mine.index)
+        ax.errorbar([at[x] for x in mine["x"]], mine["mean"], yerr=mine["std"].fillna(0.0), capsize=3,
+                    color="tab:blue")
+        core, extra = mine[~is_extra], mine[is_extra]
+        ax.plot([at[x] for x in core["x"]], core["mean"], linestyle="none", marker="o", color="tab:blue",
+                label=f"reproduced ({profile})")
+        if len(extra):
+            ax.plot([at[x] for x in extra["x"]], extra["mean"], linestyle="none", marker="o", markersize=7,
+                    markerfacecolor="white", markeredgecolor="tab:blue", zorder=3,
+                    label="reproduced, extra point (not in the paper)")
         ax.axvline(at[float(chosen)], color="tab:red", linestyle="--", linewidth=1, label=chosen_label)
         if paper is not None:
             theirs = paper[paper["metric"] == metric]
