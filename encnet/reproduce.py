@@ -64,7 +64,8 @@ class Experiment:
     seeds: tuple[int, ...] = (0,)
     metrics: tuple[str, ...] = ("pixAcc", "mIoU")
     directions: tuple = ()  # encnet.report.tables.Direction
-    figure: dict | None = None  # xlabel, chosen, chosen_label, log2_x: the experiment is a figure
+    figure: dict | None = None  # xlabel, chosen, chosen_label, log2_x, paper_curve: the experiment is a figure
+    sections: tuple = ()  # encnet.report.tables.Section: the paper's whole table, printed around our rows
 
 
 # --------------------------------------------------------------------------------------------- experiments
@@ -84,7 +85,7 @@ def _demo_notes(profile: str, *notes: str) -> str:
 
 def experiments(profile: str) -> dict[str, Experiment]:
     """Every experiment of PAPER.md §5 / reported.csv, with its rows resolved for ``profile``."""
-    from encnet.report.tables import Direction
+    from encnet.report.tables import Direction, Section
 
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, found {profile!r}")
@@ -119,14 +120,15 @@ def experiments(profile: str) -> dict[str, Experiment]:
         "Single-scale evaluation; the paper chose α = 0.2." + _demo_notes(profile), se_rows,
         seeds=(0, 1, 2) if demo else (0,),
         figure={"xlabel": "SE-loss weight α", "chosen": CHOSEN_SE_WEIGHT, "chosen_label": "paper: α = 0.2",
-                "log2_x": False})
+                "log2_x": False, "paper_curve": "se_weight_curve"})
     codewords = Experiment(
         "codewords", "pixAcc and mIoU against the number of codewords K (PASCAL-Context, EncNet R50)",
         "Single-scale evaluation; the paper chose K = 32." + _demo_notes(profile),
         tuple(Row(f"K={k}", enc50, (f"model.num_codes={k}",), x=float(k)) for k in NUM_CODES),
         seeds=(0, 1, 2) if demo else (0,),
         figure={"xlabel": "number of codewords K", "chosen": float(CHOSEN_NUM_CODES),
-                "chosen_label": "paper: K = 32", "log2_x": True})
+                "chosen_label": "paper: K = 32", "log2_x": True, "paper_curve": "codewords_curve",
+                "zero_label": "GAP"})
     pcontext = Experiment(
         "pcontext", "PASCAL-Context, 60 classes with background (paper Table 2)",
         "Multi-scale + flip evaluation." + _demo_notes(
@@ -134,6 +136,7 @@ def experiments(profile: str) -> dict[str, Experiment]:
                      "evaluated multi-scale + flip."),
         (Row("EncNet R101", enc101 if demo else "pcontext60_encnet_r101.yaml", eval="ms",
              reported=("pcontext_sota", "EncNet")),),
+        sections=(Section("pcontext_sota", "Table 2"),),
     )
     voc = _voc(profile, enc50)
     ade_fcn = fcn if demo else "ade20k_fcn_r50.yaml"
@@ -141,22 +144,25 @@ def experiments(profile: str) -> dict[str, Experiment]:
     ade101 = enc101 if demo else "ade20k_encnet_r101.yaml"
     ade20k = Experiment(
         "ade20k", "ADE20K validation (paper Table 4) and test final score (Table 5)",
-        "Multi-scale + flip evaluation; final score = (pixAcc + mIoU) / 2. The FCN row's reported numbers are "
-        "the authors' model zoo (deep-stem ResNet-50s); the test score needs the ADE20K evaluation server."
+        "Multi-scale + flip evaluation; final score = (pixAcc + mIoU) / 2 (Table 5's score is the test set's, "
+        "from the ADE20K evaluation server; ours is computed on val)."
         + _demo_notes(profile, "The demo has one dataset, so these are the ablation's runs evaluated multi-scale "
                                "+ flip; " + same_backbone),
-        (Row("FCN R50", ade_fcn, eval="ms", reported=("modelzoo", "FCN_ResNet50s_ADE")),
+        (Row("FCN R50", ade_fcn, eval="ms", reported=("ade20k_val", "FCN R50")),
          Row("EncNet R50", ade50, eval="ms", reported=("ade20k_val", "EncNet R50")),
          Row("EncNet R101", ade101, eval="ms", reported=("ade20k_val", "EncNet R101")),
          Row("EncNet R101 (test set)", None, reported=("ade20k_test", "EncNet R101"), not_run_reason="test server")),
         metrics=("pixAcc", "mIoU", "final_score"),
         directions=(Direction("EncNet R50", "FCN R50", "mIoU"),),
+        sections=(Section("ade20k_val", "val (Table 4)"), Section("ade20k_test", "test (Table 5)")),
     )
     return {e.name: e for e in (ablation, se_weight, codewords, pcontext, voc, ade20k)}
 
 
 def _voc(profile: str, enc50: str) -> Experiment:
     """VOC 2012: train_aug → trainval, and COCO → train_aug → trainval (PAPER.md §5), each stage from the last."""
+    from encnet.report.tables import Section
+
     demo = profile == "demo"
     coco = "context_scenes_pretrain_encnet.yaml" if demo else "voc_coco_encnet_r101.yaml"
     aug = enc50 if demo else "voc_aug_encnet_r101.yaml"
@@ -175,12 +181,13 @@ def _voc(profile: str, enc50: str) -> Experiment:
     return Experiment(
         "voc", "PASCAL VOC 2012 without and with COCO pre-training (paper Table 3, EncNet R101)",
         "Each stage starts from the previous stage's weights (model.init_from). The paper's numbers are test-set "
-        "mIoU from the evaluation server; the reproduced column shows the train_aug stage on val (multi-scale + "
-        "flip), since the trainval stage trains on val." + _demo_notes(
+        "IoU from the evaluation server; our rows show the train_aug stage on val (multi-scale + flip), since the "
+        "trainval stage trains on val; their per-class IoU comes from the run's own confusion matrix." + _demo_notes(
             profile, "The 'COCO' stage trains on other generated images (data seed 1); the 'trainval' stage "
                      "fine-tunes on the demo train split (the demo has no train+val split); the no-COCO "
                      "train_aug stage is the ablation's EncNet run."),
-        rows, metrics=("mIoU",))
+        rows, metrics=("mIoU",),
+        sections=(Section("voc_test", "without COCO"), Section("voc_test_coco", "with COCO")))
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -399,16 +406,23 @@ def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str
     from encnet.report.reported import REPORTED_CSV, load_reported
 
     results = runlogs.collect_results(refs, runs_root)
+    reported = load_reported(reported_csv or REPORTED_CSV)
     if experiment.figure is not None:
+        spec = dict(experiment.figure)
+        curve = spec.pop("paper_curve", None)
+        paper = figures.paper_points(reported, curve, experiment.metrics) if curve else None
         points = figures.sweep_points(results, {r.label: r.x for r in experiment.rows}, experiment.metrics, profile)
         return figures.plot_sweep(points, experiment.name, experiment.title, profile=profile, out_dir=out_dir,
-                                  **experiment.figure)
+                                  paper=paper, **spec)
     rows = [tables.TableRow(r.label, *(r.reported or (None, None)), not_run_reason=r.not_run_reason,
                             comparable=r.comparable) for r in experiment.rows]
-    comparison = tables.compare(rows, experiment.metrics, load_reported(reported_csv or REPORTED_CSV), results,
-                                profile)
+    metrics = (tables.whole_metrics(reported, experiment.sections, experiment.metrics) if experiment.sections
+               else list(experiment.metrics))
+    comparison = tables.compare(rows, metrics, reported, results, profile)
+    table = (tables.whole_table(comparison, rows, reported, experiment.sections, metrics, experiment.metrics,
+                                profile) if experiment.sections else None)
     return tables.write_table(comparison, experiment.name, experiment.title, experiment.caption.strip(), profile,
-                              out_dir, experiment.directions)
+                              out_dir, experiment.directions, table=table)
 
 
 # --------------------------------------------------------------------------------------------------- CLI

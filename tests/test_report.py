@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from encnet.report import runlogs, tables
-from encnet.report.reported import UNVERIFIED_MARK, load_reported
+from encnet.report import cifar, figures, runlogs, tables
+from encnet.report.reported import PLOT_LABEL, REPORTED_CSV, UNVERIFIED_MARK, load_reported
 from encnet.reproduce import experiments, write_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -24,6 +24,8 @@ GOLDEN = FIXTURES / "golden"
 DEMO = RUNS / "demo" / "pcontext"
 # A frozen copy of reported.csv: corrections to the live file must not change the golden tables.
 REPORTED = GOLDEN / "reported_fixture.csv"
+# CI checks the clone out beside shared/ (../shared from the repository root).
+SHARED_REPORTED = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "reported.csv"
 
 
 def fixture_refs(experiment):
@@ -45,9 +47,16 @@ def fixture_refs(experiment):
     return [(row.label, d, tag) for row in experiment.rows for d, tag in table.get(row.label, [])]
 
 
-def build(name, out_dir, profile="demo"):
+def build(name, out_dir, profile="demo", reported=REPORTED, refs=None):
     experiment = experiments(profile)[name]
-    return write_outputs(experiment, profile, fixture_refs(experiment), RUNS, out_dir, REPORTED)
+    refs = fixture_refs(experiment) if refs is None else refs
+    return write_outputs(experiment, profile, refs, RUNS, out_dir, reported)
+
+
+def table_lines(md: str) -> list[list[str]]:
+    """The body rows of a Markdown table, as lists of stripped cells."""
+    rows = [l for l in md.splitlines() if l.startswith("|")][2:]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows]
 
 
 def check_golden(path: Path, golden_name: str):
@@ -87,27 +96,113 @@ def test_missing_and_unfinished_runs_render_not_run(tmp_path):
     assert (comparison[comparison["row"] == "EncNet R101 MS+flip"]["n"] == 0).all()
 
 
+def test_project_reported_csv_is_the_shared_one_byte_for_byte():
+    if not SHARED_REPORTED.is_file():
+        pytest.skip(f"shared/ is not beside this clone ({SHARED_REPORTED} absent): nothing to compare with")
+    assert REPORTED_CSV.read_bytes() == SHARED_REPORTED.read_bytes(), (
+        f"{REPORTED_CSV} differs from {SHARED_REPORTED}; copy it: cp {SHARED_REPORTED} {REPORTED_CSV}")
+
+
+def test_live_reported_csv_has_every_value_checked():
+    reported = load_reported()
+    assert len(reported) == 518  # rows under the header
+    assert set(reported["verified"]) == {"yes", "plot"}
+    assert set(reported.loc[reported["verified"] == "plot", "experiment"]) == {"se_weight_curve", "codewords_curve"}
+
+
+def test_table_1_shows_the_papers_49_2_and_51_7(tmp_path):
+    build("ablation", tmp_path, reported=REPORTED_CSV)
+    lines = {line[0]: line for line in table_lines((tmp_path / "tables" / "ablation_demo.md").read_text())}
+    # Columns: label, pixAcc reported, reproduced, Δ, mIoU reported, reproduced, Δ, n.
+    assert (lines["EncNet"][1], lines["EncNet"][4]) == ("79.4", "49.2")
+    assert (lines["EncNet R101"][1], lines["EncNet R101"][4]) == ("80.4", "51.7")
+    assert UNVERIFIED_MARK not in (tmp_path / "tables" / "ablation_demo.md").read_text()
+
+
 def test_unverified_reported_values_carry_the_dagger_and_the_footnote(tmp_path):
-    reported = load_reported(REPORTED)
-    build("ablation", tmp_path)
+    # The shipped file has no verified=no row; one added before it is checked must be marked.
+    text = REPORTED.read_text().splitlines()
+    fcn = next(i for i, l in enumerate(text) if l.startswith("pcontext_ablation,Table 1,FCN,") and ",mIoU," in l)
+    text[fcn] = text[fcn].rsplit(",", 1)[0] + ",no"
+    unchecked = tmp_path / "reported.csv"
+    unchecked.write_text("\n".join(text) + "\n")
+    build("ablation", tmp_path, reported=unchecked)
     md = (tmp_path / "tables" / "ablation_demo.md").read_text()
-    fcn = reported[(reported["row"] == "FCN") & (reported["metric"] == "mIoU")
-                   & (reported["experiment"] == "pcontext_ablation")].iloc[0]
-    expected = fcn["value_text"] + (UNVERIFIED_MARK if fcn["verified"] == "no" else "")
     line = next(l for l in md.splitlines() if l.startswith("| FCN "))
-    assert expected in line
-    assert (UNVERIFIED_MARK in md) == (reported["verified"] == "no").any()
-    # A verified value never gets the mark: the pcontext-60 number is verified in reported.csv.
-    comparison = tables.compare([tables.TableRow("EncNet", "pcontext_sota", "EncNet")], ["mIoU"], reported,
-                                runlogs.collect_results([]), "demo")
+    assert "41.0" + UNVERIFIED_MARK in line and "73.4" + UNVERIFIED_MARK not in line
+    assert md.count(UNVERIFIED_MARK) == 2  # the cell and the footnote
+    comparison = tables.compare([tables.TableRow("EncNet", "pcontext_sota", "EncNet")], ["mIoU"],
+                                load_reported(unchecked), runlogs.collect_results([]), "demo")
     assert comparison["reported_text"].iloc[0] == "51.7"
+
+
+def test_whole_tables_have_the_papers_rows_in_order(tmp_path):
+    reported = load_reported(REPORTED)
+    # Oracle: the row counts of the paper's tables (Table 2: ten methods; Table 3: ten without and ten with
+    # COCO; Table 4: ten; Table 5: four).
+    expected = {"pcontext": {"Table 2": 10}, "voc": {"without COCO": 10, "with COCO": 10},
+                "ade20k": {"val (Table 4)": 10, "test (Table 5)": 4}}
+    for name, parts in expected.items():
+        build(name, tmp_path)
+        md = (tmp_path / "tables" / f"{name}_demo.md").read_text()
+        header = [c.strip() for c in md.splitlines()[4].strip("|").split("|")]
+        body = [dict(zip(header, line)) for line in table_lines(md)]
+        papers = [line for line in body if line["source"] == "paper"]
+        for part, count in parts.items():
+            mine = [line["method"] for line in papers if line.get("part", part) == part]
+            experiment = next(s.experiment for s in experiments("demo")[name].sections if s.label == part)
+            assert mine == tables.paper_rows(reported, experiment) and len(mine) == count, (name, part)
+        ours = [line for line in body if line["source"] == "ours (demo)"]
+        assert [line["method"] for line in ours] == [r.label for r in experiments("demo")[name].rows]
+    # Our rows follow the paper row they reproduce: EncNet R50 right after the paper's EncNet R50.
+    body = table_lines((tmp_path / "tables" / "ade20k_demo.md").read_text())
+    at = next(i for i, l in enumerate(body) if l[1] == "EncNet R50" and l[3] == "paper")
+    assert body[at + 1][1:4] == ["EncNet R50", "—", "ours (demo)"]
+
+
+def test_cifar_whole_table_6_has_eight_paper_models_with_depth_and_parameters():
+    reported = load_reported(REPORTED)
+    rows = [cifar.ModelRow("EncNet-8k16d", "EncNet-32k128d", 200_410, (("paper", "cifar10", "EncNet-32k128d"),))]
+    comparison = cifar.compare_errors(rows, reported, cifar.collect_errors([]), "demo")
+    table = cifar.display_whole(comparison, reported, "demo")
+    paper = table[table["source"] == "paper"]
+    assert len(paper) == 8 and paper["model"].tolist() == tables.paper_rows(reported, "cifar10")
+    assert paper.set_index("model").loc["EncNet-16k64d", ["depth", "params (M)", "error (%)"]].tolist() == [
+        "14", "3.5", "3.96"]
+    ours = table[table["source"] == "ours (demo)"].iloc[0]
+    assert (ours["params (M)"], ours["error (%)"]) == ("0.20", "not run")
+    assert table.index[table["source"] == "ours (demo)"][0] == table.index[table["model"] == "EncNet-32k128d"][0] + 1
+
+
+def test_voc_per_class_iou_comes_from_our_eval_record(tmp_path):
+    voc = RUNS / "paper" / "voc" / "seed0-fmtvoc"
+    build("voc", tmp_path, profile="paper", refs=[("train_aug (val)", voc, "ms_flip")])
+    md = (tmp_path / "tables" / "voc.md").read_text()
+    header = [c.strip() for c in md.splitlines()[4].strip("|").split("|")]
+    ours = [dict(zip(header, l)) for l in table_lines(md) if l[3] == "ours"]
+    assert [o["method"] for o in ours][:2] == ["train_aug (val)", "train_aug → trainval (test)"]
+    # Hand oracle (the fixture's README): class i has IoU 40 + i; cow has no union; mIoU 1050 / 20.
+    assert (ours[0]["aeroplane"], ours[0]["tvmonitor"], ours[0]["cow"], ours[0]["mIoU"]) == (
+        "41.00", "60.00", "—", "52.50")
+    assert ours[1]["mIoU"].startswith("not run: test server") and ours[1]["aeroplane"] == "not run"
+    assert "background" not in header  # the paper's table has no background column
+    tidy = pd.read_csv(tmp_path / "tables" / "voc.csv")
+    assert tidy[(tidy["row"] == "train_aug (val)") & (tidy["metric"] == "IoU_bird")]["reproduced_mean"].iloc[0] == 43
+
+
+def test_class_ious_need_class_names_and_skip_classes_without_union():
+    assert runlogs.class_ious({"IoU": [1.0, 2.0]}) == {}
+    assert runlogs.class_ious({"IoU": [1.0, None, float("nan")], "class_names": ["a", "b", "c"]}) == {"IoU_a": 1.0}
+    with pytest.raises(ValueError, match="2 IoU values for 3 class names"):
+        runlogs.class_ious({"IoU": [1.0, 2.0], "class_names": ["a", "b", "c"]})
 
 
 def test_test_server_rows_are_not_run_by_construction(tmp_path):
     build("ade20k", tmp_path)
     md = (tmp_path / "tables" / "ade20k_demo.md").read_text()
-    line = next(l for l in md.splitlines() if l.startswith("| EncNet R101 (test set)"))
-    assert "55.67" in line and "not run: test server" in line
+    lines = {(l[1], l[3]): l for l in table_lines(md)}
+    assert lines[("EncNet R101", "paper")][0] == "test (Table 5)" and "55.67" in lines[("EncNet R101", "paper")]
+    assert "not run: test server" in lines[("EncNet R101 (test set)", "ours (demo)")]
 
 
 def test_demo_and_paper_runs_never_share_a_table(tmp_path):
@@ -123,7 +218,7 @@ def test_demo_and_paper_runs_never_share_a_table(tmp_path):
                                  "Ablation", "caption", "paper", tmp_path)
     md = written[0].read_text()
     assert written[0].name == "ablation.md" and "demo" not in md
-    assert "| +1.40 " in md.replace("|  ", "| ")  # 50.0 − 48.6
+    assert "| +0.80 " in md.replace("|  ", "| ")  # 50.0 − 49.2
     assert tables.output_name("ablation", "demo") == "ablation_demo"
 
 
@@ -152,7 +247,7 @@ def test_reported_csv_errors_name_the_problem(tmp_path):
     bad = tmp_path / "reported.csv"
     text = (Path(load_reported.__globals__["REPORTED_CSV"])).read_text().splitlines()
     bad.write_text("\n".join([text[0], text[1].rsplit(",", 1)[0] + ",maybe"]) + "\n")
-    with pytest.raises(ValueError, match="'verified' must be 'yes' or 'no'"):
+    with pytest.raises(ValueError, match="'verified' must be one of"):
         load_reported(bad)
     with pytest.raises(FileNotFoundError, match="reinstall"):
         load_reported(tmp_path / "absent.csv")
@@ -162,3 +257,35 @@ def test_latex_output_escapes_symbols(tmp_path):
     build("ablation", tmp_path)
     tex = (tmp_path / "tables" / "ablation_demo.tex").read_text()
     assert r"$\pm$" in tex and "±" not in tex and "†" not in tex and r"\begin{tabular}" in tex
+
+
+def test_sweep_figures_carry_the_papers_curve_read_from_the_plot(tmp_path):
+    build("se_weight", tmp_path)
+    points = pd.read_csv(tmp_path / "figures" / "se_weight_demo.csv")
+    paper = points[points["source"] == "paper"]
+    # reported.csv's Figure 5 (left) curve, five α values per metric.
+    assert paper[paper["metric"] == "mIoU"].set_index("x")["mean"].to_dict() == {
+        0.0: 47.6, 0.1: 49.01, 0.2: 49.22, 0.4: 49.18, 0.8: 49.05}
+    assert PLOT_LABEL == "paper, read from Fig. 5"
+
+
+def test_log2_axis_places_k0_one_step_left_as_gap():
+    assert figures.positions([32, 0, 8, 16, 64], log2_x=True) == {0.0: 2.0, 8.0: 3.0, 16.0: 4.0, 32.0: 5.0, 64.0: 6.0}
+    assert figures.positions([0, 0.2], log2_x=False) == {0.0: 0.0, 0.2: 0.2}
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_codewords_figure_handles_gap_and_marks_extra_points(tmp_path, profile):
+    reported = load_reported(REPORTED)
+    results = pd.DataFrame({"experiment": "pcontext", "row": ["K=0", "K=8", "K=32"], "seed": 0, "profile": profile,
+                            "eval": "ss", "metric": "mIoU", "value": [40.0, 41.0, 42.0], "run_dir": ["a", "b", "c"]})
+    points = figures.sweep_points(results, {"K=0": 0, "K=8": 8, "K=16": 16, "K=32": 32}, ["mIoU"], profile)
+    paper = figures.paper_points(reported, "codewords_curve", ["mIoU"])
+    assert paper["x"].tolist() == [0.0, 16.0, 32.0] and paper["value"].tolist() == [45.9, 47.3, 47.6]
+    paths = figures.plot_sweep(points, "codewords", "K", "K", 32.0, "paper: K = 32", profile, tmp_path, log2_x=True,
+                               paper=paper, zero_label="GAP")
+    assert paths[0].read_bytes()[:4] == b"\x89PNG"
+    data = pd.read_csv(paths[2])
+    ours = data[data["source"] == "reproduced"].set_index("x")
+    assert ours["extra"].to_dict() == {0.0: False, 8.0: True, 16.0: False, 32.0: False}  # 8 is not in Fig. 5
+    assert ours.loc[16.0, "n"] == 0  # not run: a gap, named in the panel title

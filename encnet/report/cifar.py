@@ -11,7 +11,9 @@ network in training mode, as the engine logs it; "test" is the full test split i
 
 Unlike the segmentation tables, a CIFAR row has two reported numbers for one model (the paper's 3.45 % and
 the authors' released checkpoint's 3.35 %), so the comparison is one line per model with a reported column
-and a Δ per source. Lower error is better, so the direction note reads "A < B".
+and a Δ per source. Lower error is better, so the direction note reads "A < B". The printed table is the
+paper's whole Table 6 (eight models with depth and parameters, ``display_whole``), with our rows inserted after
+the model each plays and the model zoo's checkpoint as a row of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pandas as pd
 from . import runlogs
 from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
 from .figures import save_figure
-from .tables import NOT_RUN, check_profile, output_name, output_title, write_table_files
+from .tables import NOT_RUN, check_profile, ours_label, output_name, output_title, paper_rows, write_table_files
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -38,6 +40,7 @@ __all__ = [
     "compare_errors",
     "curve_points",
     "display_errors",
+    "display_whole",
     "error_direction_note",
     "model_parameters",
     "plot_curves",
@@ -172,6 +175,59 @@ def display_errors(comparison: pd.DataFrame, profile: str) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+PAPER_TABLE = "cifar10"  # reported.csv experiment of Table 6
+
+
+def _error_cells(line: pd.Series) -> str:
+    if line["status"] != "ok":
+        return line["status"]
+    if line["n"] > 1:
+        return f"{line['reproduced_mean']:.2f} ± {line['reproduced_std']:.2f}"
+    return f"{line['reproduced_mean']:.2f}"
+
+
+def display_whole(comparison: pd.DataFrame, reported: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The paper's whole Table 6: its eight models (depth, parameters in millions, error), each followed by the
+    authors' model zoo checkpoint where there is one and by our rows that play it ("ours" / "ours (demo)")."""
+    sources = _sources(comparison)
+    ours = ours_label(profile)
+    lines = []
+
+    def add(model: str, stands_for: str, source: str, depth: str, params: str, error: str, deltas: dict, n: str):
+        line = {"model": model}
+        if profile != "paper":
+            line["stands for"] = stands_for
+        line.update({"source": source, "depth": depth, "params (M)": params, "error (%)": error})
+        line.update({f"Δ {s}": deltas.get(s, "—") for s in sources})
+        line["n"] = n
+        lines.append(line)
+
+    def add_ours(line: pd.Series):
+        params = "—" if pd.isna(line["parameters"]) else f"{int(line['parameters']) / 1e6:.2f}"
+        deltas = {s: "—" if pd.isna(line[f"delta {s}"]) else f"{line[f'delta {s}']:+.2f}" for s in sources}
+        add(line["row"], line["paper_model"], ours, "—", params, _error_cells(line), deltas, str(int(line["n"])))
+
+    entries = reported[reported["experiment"] == PAPER_TABLE]
+    shown = set()
+    for name in paper_rows(reported, PAPER_TABLE):
+        mine = entries[entries["row"] == name].set_index("metric")
+        cell = {m: format_reported(mine.loc[m]) if m in mine.index else "—" for m in ("depth", "params_M", ERROR)}
+        add(name, name, "paper", cell["depth"], cell["params_M"], cell[ERROR], {}, "")
+        played = comparison[comparison["paper_model"] == name]
+        for source in sources:
+            if source == "paper" or played.empty:
+                continue
+            text = played[f"reported_text {source}"].iloc[0]
+            if text != "—":
+                add(name, name, f"authors' {source}", "—", "—", text, {}, "")
+        for _, line in played.iterrows():
+            add_ours(line)
+            shown.add(line["row"])
+    for _, line in comparison[~comparison["row"].isin(shown)].iterrows():
+        add_ours(line)
+    return pd.DataFrame(lines)
+
+
 def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str) -> dict:
     """The paper's claim that ``lower`` has the lower test error than ``higher``, checked on the means.
 
@@ -202,8 +258,12 @@ def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str) -> s
 
 
 def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
-                      out_dir: str | Path, notes: Sequence[str] = (), checks: Sequence[dict] = ()) -> list[Path]:
-    """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the numbers behind the table."""
+                      out_dir: str | Path, notes: Sequence[str] = (), checks: Sequence[dict] = (),
+                      reported: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the numbers behind the table.
+
+    With ``reported`` the printed table is the paper's whole Table 6 (``display_whole``); without, our rows only.
+    """
     stem = output_name(name, profile)
     title = output_title(title, profile)
     notes = list(notes)
@@ -212,7 +272,8 @@ def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: 
     traced = [f"{r['row']}: {r['runs']}" for _, r in comparison.iterrows() if r["runs"]]
     if traced:
         notes.append("Runs (under the runs root): " + "; ".join(traced) + ".")
-    return write_table_files(display_errors(comparison, profile), comparison, stem, title, caption, notes, out_dir,
+    table = display_errors(comparison, profile) if reported is None else display_whole(comparison, reported, profile)
+    return write_table_files(table, comparison, stem, title, caption, notes, out_dir,
                              pd.DataFrame(list(checks)) if checks else None)
 
 

@@ -1,21 +1,27 @@
 """Sweep figures: pixAcc and mIoU against one knob (SE-loss weight α, number of codewords K), from run logs.
 
-The paper gives these curves only as plots, so there is no reported series: the figure shows our runs (mean ±
-std over seeds) with the paper's chosen setting marked. ``sweep_points`` is pure and tested; ``plot_sweep``
-draws with matplotlib's Agg canvas (no display needed) and writes PNG + PDF, plus the plotted points as CSV so
-the figure is data too.
+The paper gives these curves only as plots (Figure 5); ``reported.csv`` holds them as ``verified=plot`` rows read
+from the PDF's vector drawing. Each figure draws our runs (mean ± std over seeds) beside the paper's curve,
+labelled as read from the plot: on the same axes for the paper profile, on a second y-axis for the demo (its
+numbers live on another scale). A reproduced point at a setting the paper did not run (an extra K) gets a hollow
+marker. ``sweep_points`` and ``paper_points`` are pure and tested; ``plot_sweep`` draws with matplotlib's Agg
+canvas and writes PNG + PDF, plus the plotted points (ours and the paper's) as CSV so the figure is data too.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
 
+from .reported import PLOT_LABEL
 from .tables import output_name, output_title
 
 POINT_COLUMNS = ["x", "row", "metric", "mean", "std", "n", "runs"]
+PAPER_COLUMNS = ["x", "row", "metric", "value", "verified"]
+OURS, PAPER = "reproduced", "paper"
 
 
 def sweep_points(results: pd.DataFrame, x_of_row: Mapping[str, float], metrics: Sequence[str],
@@ -40,35 +46,102 @@ def sweep_points(results: pd.DataFrame, x_of_row: Mapping[str, float], metrics: 
                                                                                  kind="stable")
 
 
+def paper_points(reported: pd.DataFrame, experiment: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """The paper's curve for ``experiment`` (e.g. ``codewords_curve``): x is the value after '=' in the row name
+    ("alpha=0.1" → 0.1, "K=0" → 0, global average pooling)."""
+    mine = reported[(reported["experiment"] == experiment) & reported["metric"].isin(list(metrics))]
+    if mine.empty:
+        raise ValueError(f"reported.csv has no rows of experiment {experiment!r} for metrics {list(metrics)}")
+    records = []
+    for _, entry in mine.iterrows():
+        name, sep, x = entry["row"].partition("=")
+        if not sep:
+            raise ValueError(f"reported.csv row {entry['row']!r} of {experiment!r}: expected '<knob>=<value>'")
+        records.append({"x": float(x), "row": entry["row"], "metric": entry["metric"], "value": entry["value"],
+                        "verified": entry["verified"]})
+    return pd.DataFrame.from_records(records, columns=PAPER_COLUMNS).sort_values(["metric", "x"], kind="stable")
+
+
+def positions(xs: Sequence[float], log2_x: bool) -> dict[float, float]:
+    """Where each x sits on the axis. On a log2 axis x = 0 (K = 0: global average pooling, no codewords) has no
+    place, so it goes one step left of the smallest positive x and is labelled by name."""
+    xs = sorted(set(float(x) for x in xs))
+    if not log2_x:
+        return {x: x for x in xs}
+    positive = [x for x in xs if x > 0]
+    left = math.log2(min(positive)) - 1 if positive else 0.0
+    return {x: math.log2(x) if x > 0 else left for x in xs}
+
+
+def _label(x: float, zero_label: str) -> str:
+    return zero_label if x == 0 else format(x, "g")
+
+
 def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen: float, chosen_label: str,
-               profile: str, out_dir: str | Path, log2_x: bool = False) -> list[Path]:
-    """One panel per metric; the paper's chosen setting as a dashed line. Writes ``figures/<name>[_demo].*``."""
+               profile: str, out_dir: str | Path, log2_x: bool = False, paper: pd.DataFrame | None = None,
+               zero_label: str = "0") -> list[Path]:
+    """One panel per metric; the paper's chosen setting as a dashed line and, when ``paper`` is given, the
+    paper's curve (same axes for the paper profile, a second y-axis for the demo). Writes
+    ``figures/<name>[_demo].*``."""
     import matplotlib
 
     matplotlib.use("Agg")  # only here, at draw time: importing the library never touches the backend
     import matplotlib.pyplot as plt
 
+    paper_x = set(paper["x"]) if paper is not None else None
+    all_x = list(points["x"]) + (list(paper["x"]) if paper is not None else []) + [chosen]
+    at = positions(all_x, log2_x)
     metrics = list(dict.fromkeys(points["metric"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.6 * len(metrics), 7.0), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         mine = points[(points["metric"] == metric) & (points["n"] > 0)]
-        ax.errorbar(mine["x"], mine["mean"], yerr=mine["std"].fillna(0.0), marker="o", capsize=3, label="reproduced")
-        ax.axvline(chosen, color="tab:red", linestyle="--", linewidth=1, label=chosen_label)
-        if log2_x:
-            ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(points["x"].unique()))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        is_extra = ~mine["x"].isin(paper_x) if paper_x is not None else pd.Series(False, index=mine.index)
+        ax.errorbar([at[x] for x in mine["x"]], mine["mean"], yerr=mine["std"].fillna(0.0), capsize=3,
+                    color="tab:blue")
+        core, extra = mine[~is_extra], mine[is_extra]
+        ax.plot([at[x] for x in core["x"]], core["mean"], linestyle="none", marker="o", color="tab:blue",
+                label=f"reproduced ({profile})")
+        if len(extra):
+            ax.plot([at[x] for x in extra["x"]], extra["mean"], linestyle="none", marker="o", markersize=7,
+                    markerfacecolor="white", markeredgecolor="tab:blue", zorder=3,
+                    label="reproduced, extra point (not in the paper)")
+        ax.axvline(at[float(chosen)], color="tab:red", linestyle="--", linewidth=1, label=chosen_label)
+        if paper is not None:
+            theirs = paper[paper["metric"] == metric]
+            target = ax if profile == "paper" else ax.twinx()
+            target.plot([at[x] for x in theirs["x"]], theirs["value"], color="tab:gray", linestyle=":",
+                        marker="s", markersize=4, label=PLOT_LABEL)
+            if target is not ax:
+                target.set_ylabel(f"paper {metric} (%), PASCAL-Context", color="tab:gray", fontsize=8)
+                target.tick_params(axis="y", colors="tab:gray", labelsize=8)
+        ticks = sorted(at)
+        ax.set_xticks([at[x] for x in ticks])
+        ax.set_xticklabels([_label(x, zero_label) for x in ticks])
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{metric} (%)")
+        ax.set_ylabel(f"{metric} (%)" if profile == "paper" else f"reproduced {metric} (%)")
         ax.grid(alpha=0.3)
         missing = points[(points["metric"] == metric) & (points["n"] == 0)]["x"].tolist()
         if missing:
-            ax.set_title("not run: " + ", ".join(format(x, "g") for x in missing), fontsize=8)
-    axes[0][0].legend(fontsize=8)
+            ax.set_title("not run: " + ", ".join(_label(x, zero_label) for x in missing), fontsize=8)
+    handles, labels = [], []
+    for ax in fig.axes[: len(fig.axes)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    axes[0][0].legend(handles, labels, fontsize=7)
     n_max = int(points["n"].max()) if len(points) else 0
     spread = f"mean ± std over {n_max} seeds" if n_max > 1 else "one seed per point: no error bars"
+    if paper is not None and profile != "paper":
+        spread += "; the paper's curve on the right axis"
     fig.suptitle(f"{output_title(title, profile)}\n({spread})", fontsize=10)
-    return save_figure(fig, points, name, profile, out_dir)
+    data = points.assign(source=OURS)
+    if paper is not None:
+        data["extra"] = ~data["x"].isin(paper_x)
+        theirs = paper.rename(columns={"value": "mean"}).assign(std=float("nan"), n=pd.NA, runs="",
+                                                                 source=PAPER, extra=False)
+        data = pd.concat([data, theirs[data.columns]], ignore_index=True)
+    return save_figure(fig, data, name, profile, out_dir)
 
 
 def save_figure(fig, points: pd.DataFrame, name: str, profile: str, out_dir: str | Path) -> list[Path]:

@@ -1,8 +1,11 @@
 """The numbers the paper (and the authors' model zoo, and peer reproductions) report.
 
 `reported.csv` next to this file is the one place they live: one row per (experiment, row, metric), each with its
-source. A value whose ``verified`` column says ``no`` was transcribed without the PDF at hand, so every table shows
-it with a dagger and a footnote until someone checks it.
+source. It is a byte-for-byte copy of ``shared/paper/reported.csv`` (checked against the paper's PDF; a test keeps
+the two equal). ``verified`` says how each value was checked: ``yes`` (read from the PDF's text), ``plot`` (a
+value the paper only plots, Figure 5, read from its vector drawing: figures draw it as the paper's curve, marked
+as read from the plot), ``no`` (not checked: tables show it with a dagger and a footnote; the shipped file has
+none, the mark stays for anyone who adds a number before checking it).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import pandas as pd
 REPORTED_CSV = Path(__file__).with_name("reported.csv")
 UNVERIFIED_MARK = "†"
 UNVERIFIED_FOOTNOTE = (
-    f"{UNVERIFIED_MARK} Reported value transcribed without the PDF at hand (`verified=no` in "
-    "`encnet/report/reported.csv`); check it against the paper before citing it."
+    f"{UNVERIFIED_MARK} Reported value not yet checked against its source (`verified=no` in "
+    "`encnet/report/reported.csv`); check it before citing it."
 )
+VERIFIED_VALUES = ("yes", "plot", "no")
+PLOT_LABEL = "paper, read from Fig. 5"  # how figures name a verified=plot series
 COLUMNS = ["experiment", "table", "row", "model", "backbone", "dataset", "split", "eval", "metric", "value",
            "source", "verified"]
 
@@ -31,9 +36,9 @@ def load_reported(path: str | Path = REPORTED_CSV) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {missing}; expected the header {','.join(COLUMNS)}")
-    bad = sorted(set(frame["verified"]) - {"yes", "no"})
+    bad = sorted(set(frame["verified"]) - set(VERIFIED_VALUES))
     if bad:
-        raise ValueError(f"{path}: column 'verified' must be 'yes' or 'no', found {bad}")
+        raise ValueError(f"{path}: column 'verified' must be one of {VERIFIED_VALUES}, found {bad}")
     frame["value_text"] = frame["value"].str.strip()
     frame["value"] = pd.to_numeric(frame["value_text"], errors="raise")
     return frame

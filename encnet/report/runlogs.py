@@ -20,6 +20,20 @@ SCALAR_METRICS = ("pixAcc", "mIoU")
 # ADE20K's challenge score (PAPER.md §5), derived so that a val run can be set beside the test-server number.
 DERIVED_METRICS = {"final_score": lambda e: (e["pixAcc"] + e["mIoU"]) / 2}
 SINGLE_SCALE = "ss"  # the tag of the default evaluation, stored as eval.json
+CLASS_IOU_PREFIX = "IoU_"  # per-class IoU as reported.csv names it (IoU_aeroplane); from eval*.json's IoU list
+
+
+def class_ious(evaluation: dict) -> dict[str, float]:
+    """``{"IoU_<class name>": IoU}`` from an eval record's ``IoU`` list and ``class_names`` (both written by
+    ``encnet.evaluate``; one confusion matrix over the split). A class with no union (IoU null or NaN) is left out;
+    a record without class names gives nothing, since positions alone cannot be matched to the paper's columns."""
+    names, ious = evaluation.get("class_names"), evaluation.get("IoU")
+    if not names or ious is None:
+        return {}
+    if len(names) != len(ious):
+        raise ValueError(f"eval record has {len(ious)} IoU values for {len(names)} class names")
+    return {f"{CLASS_IOU_PREFIX}{name}": float(iou) for name, iou in zip(names, ious)
+            if iou is not None and iou == iou}  # null or NaN: no union
 
 
 def eval_file(tag: str) -> str:
@@ -88,6 +102,7 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
             continue
         values = {m: float(log.evals[tag][m]) for m in SCALAR_METRICS if m in log.evals[tag]}
         values.update({m: f(values) for m, f in DERIVED_METRICS.items() if set(SCALAR_METRICS) <= set(values)})
+        values.update(class_ious(log.evals[tag]))
         for metric, value in values.items():
             records.append({
                 "experiment": log.config.get("experiment", run_dir.parent.name),

@@ -8,6 +8,10 @@ numbers, for anyone re-analysing them) and ``.tex``.
 same split. A demo-profile table runs a CPU-sized model on generated data, so its numbers are not comparable to
 the paper's; what a demo can show is the paper's *direction* (EncNet > FCN, SE-loss helps), which
 ``direction_checks`` states row against row.
+
+Tables 2–5 are printed whole (``whole_table``): every method of the paper's table, as ``reported.csv`` lists
+it, with the reproduced rows inserted after the paper row they reproduce and marked "ours" (or "ours (demo)").
+Table 1's rows are all reproduced, so it keeps the side-by-side layout of ``display``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .reported import UNVERIFIED_FOOTNOTE, UNVERIFIED_MARK, format_reported, lookup
+from .runlogs import CLASS_IOU_PREFIX
 
 PROFILES = ("demo", "paper")
 NOT_RUN = "not run"
@@ -45,6 +50,14 @@ class Direction:
     better: str
     worse: str
     metric: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of a whole paper table: the rows of one ``reported.csv`` experiment (e.g. VOC without COCO)."""
+
+    experiment: str
+    label: str
 
 
 def output_name(name: str, profile: str) -> str:
@@ -136,6 +149,98 @@ def display(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+# ---------------------------------------------------------------------------------------------- whole tables
+
+
+def ours_label(profile: str) -> str:
+    check_profile(profile)
+    return "ours" if profile == "paper" else f"ours ({profile})"
+
+
+def paper_rows(reported: pd.DataFrame, experiment: str) -> list[str]:
+    """The row names of one reported experiment, in the paper's (the file's) order."""
+    return list(dict.fromkeys(reported.loc[reported["experiment"] == experiment, "row"]))
+
+
+def whole_metrics(reported: pd.DataFrame, sections: Sequence[Section], metrics: Sequence[str]) -> list[str]:
+    """The columns of a whole table: the experiment's own metrics, then every other metric the paper's
+    sections report (VOC's per-class IoU), in the file's order."""
+    mine = reported[reported["experiment"].isin([s.experiment for s in sections])]
+    return list(dict.fromkeys([*metrics, *mine["metric"]]))
+
+
+def _metric_header(metric: str) -> str:
+    return metric[len(CLASS_IOU_PREFIX):] if metric.startswith(CLASS_IOU_PREFIX) else metric
+
+
+def _placement(rows: Sequence[TableRow], sections: Sequence[Section]) -> dict[tuple[str, str] | None, list]:
+    """Where each reproduced row goes: after the paper row it reproduces. A row with no paper counterpart goes
+    with the next row that has one (VOC's val stage before its test stage), or at the end of the table."""
+    experiments = {s.experiment for s in sections}
+    placed: dict[tuple[str, str] | None, list] = {}
+    pending: list[TableRow] = []
+    for row in rows:
+        pending.append(row)
+        if row.reported_experiment in experiments:
+            placed.setdefault((row.reported_experiment, row.reported_row), []).extend(pending)
+            pending = []
+    placed.setdefault(None, []).extend(pending)
+    return placed
+
+
+def whole_table(comparison: pd.DataFrame, rows: Sequence[TableRow], reported: pd.DataFrame,
+                sections: Sequence[Section], metrics: Sequence[str], headline: Sequence[str],
+                profile: str) -> pd.DataFrame:
+    """The paper's whole table with the reproduced rows inserted and marked.
+
+    One column per metric holds the paper's value (paper rows) or the reproduced mean ± std (ours; "not run"
+    when no run is behind it); ``Δ`` columns, for the ``headline`` metrics only, compare an ours row with the
+    paper row it reproduces (paper profile); ``n`` counts seeds. A section column appears when the table has
+    more than one part (VOC without / with COCO, ADE20K val / test).
+    """
+    ours = ours_label(profile)
+    placed = _placement(rows, sections)
+    lines = []
+
+    def add(section: Section, method: str, backbone: str, source: str, cells: dict, deltas: dict, n: str):
+        line = {"part": section.label} if len(sections) > 1 else {}
+        line.update({"method": method, "backbone": backbone or "—", "source": source})
+        for metric in metrics:
+            line[_metric_header(metric)] = cells.get(metric, "—")
+            if metric in headline:
+                line[f"{_metric_header(metric)} Δ"] = deltas.get(metric, "—")
+        line["n"] = n
+        lines.append(line)
+
+    def add_ours(section: Section, row: TableRow):
+        mine = comparison[comparison["row"] == row.label].set_index("metric")
+        ran = bool((mine["n"] > 0).any())
+        cells, deltas = {}, {}
+        for metric in metrics:
+            cell = mine.loc[metric]
+            if cell["status"] == "ok":
+                cells[metric] = _reproduced_cell(cell)
+            elif ran:
+                cells[metric] = "—"  # the run has no such number (the demo's generated classes are not VOC's)
+            else:
+                # The reason ("test server") is given once, in the headline columns.
+                cells[metric] = cell["status"] if metric in headline else NOT_RUN
+            deltas[metric] = _delta_cell(cell)
+        add(section, row.label, "", ours, cells, deltas, str(int(mine["n"].max())))
+
+    for section in sections:
+        entries = reported[reported["experiment"] == section.experiment]
+        for name in paper_rows(reported, section.experiment):
+            mine = entries[entries["row"] == name]
+            cells = {m: format_reported(e) for m, e in ((r["metric"], r) for _, r in mine.iterrows())}
+            add(section, name, mine["backbone"].iloc[0], "paper", cells, {}, "")
+            for row in placed.get((section.experiment, name), []):
+                add_ours(section, row)
+    for row in placed.get(None, []):
+        add_ours(sections[-1], row)
+    return pd.DataFrame(lines)
+
+
 def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction]) -> pd.DataFrame:
     """For each claim, the paper's gap and the reproduced gap (better − worse) and whether the sign holds."""
     records = []
@@ -218,13 +323,18 @@ def to_latex(table: pd.DataFrame, title: str, caption: str, notes: Sequence[str]
 
 
 def write_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
-                out_dir: str | Path, directions: Sequence[Direction] = (), notes: Sequence[str] = ()) -> list[Path]:
-    """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the tidy numbers behind the table."""
+                out_dir: str | Path, directions: Sequence[Direction] = (), notes: Sequence[str] = (),
+                table: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the tidy numbers behind the table.
+
+    ``table`` is the printed layout (``whole_table``'s); by default ``display(comparison)``.
+    """
     stem = output_name(name, profile)
     title = output_title(title, profile)
     checks = direction_checks(comparison, directions) if directions else None
     notes = footnotes(comparison, checks, notes)
-    return write_table_files(display(comparison), comparison, stem, title, caption, notes, out_dir, checks)
+    shown = display(comparison) if table is None else table
+    return write_table_files(shown, comparison, stem, title, caption, notes, out_dir, checks)
 
 
 def write_table_files(table: pd.DataFrame, numbers: pd.DataFrame, stem: str, title: str, caption: str,
