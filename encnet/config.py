@@ -94,7 +94,9 @@ class TrainConfig:
     poly_power: float = 0.9
     se_weight: float = 0.2
     aux_weight: float = 0.2
-    amp: bool = False  # CUDA only; ignored with a warning on CPU
+    amp: bool = False  # CUDA only; ignored with a warning on CPU. The release trained in float32 (ledger)
+    # NHWC activations and weights: faster convolutions on tensor-core GPUs, the same function up to rounding.
+    channels_last: bool = False
     syncbn: bool = True  # converted only when more than one process trains
     checkpoint_every: int = 1  # epochs; the last epoch is always checkpointed
     val_every: int = 1  # epochs between single-scale monitoring evaluations; 0: only after the last epoch
