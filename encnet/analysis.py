@@ -723,7 +723,8 @@ def reported_vs_reproduced(tables: Sequence[TableFiles]) -> pd.DataFrame:
 
 
 def direction_summary(tables: Sequence[TableFiles]) -> pd.DataFrame:
-    """Every table's direction checks (claim, paper gap, reproduced gap, holds) in one frame."""
+    """Every table's direction checks (claim, paper gap, paired reproduced gap, 95 % interval, verdict) in one
+    frame."""
     frames = []
     for table in tables:
         if table.directions is not None:
@@ -731,7 +732,9 @@ def direction_summary(tables: Sequence[TableFiles]) -> pd.DataFrame:
             frame.insert(0, "table", table.name)
             frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["table", "claim", "reported_gap", "reproduced_gap", "holds"])
+        from encnet.report.tables import DIRECTION_COLUMNS
+
+        return pd.DataFrame(columns=["table", *DIRECTION_COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
 

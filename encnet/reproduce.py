@@ -412,8 +412,15 @@ def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str
         curve = spec.pop("paper_curve", None)
         paper = figures.paper_points(reported, curve, experiment.metrics) if curve else None
         points = figures.sweep_points(results, {r.label: r.x for r in experiment.rows}, experiment.metrics, profile)
-        return figures.plot_sweep(points, experiment.name, experiment.title, profile=profile, out_dir=out_dir,
-                                  paper=paper, **spec)
+        checks = None
+        if experiment.directions:
+            at_x = {r.label: r.x for r in experiment.rows}
+            checks = tables.direction_checks(figures.paper_at_rows(paper, at_x), experiment.directions, results)
+        paths = figures.plot_sweep(points, experiment.name, experiment.title, profile=profile, out_dir=out_dir,
+                                   paper=paper, checks=checks, **spec)
+        if checks is not None:
+            paths.append(tables.write_directions(checks, tables.output_name(experiment.name, profile), out_dir))
+        return paths
     rows = [tables.TableRow(r.label, *(r.reported or (None, None)), not_run_reason=r.not_run_reason,
                             comparable=r.comparable) for r in experiment.rows]
     metrics = (tables.whole_metrics(reported, experiment.sections, experiment.metrics) if experiment.sections
@@ -422,7 +429,7 @@ def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str
     table = (tables.whole_table(comparison, rows, reported, experiment.sections, metrics, experiment.metrics,
                                 profile) if experiment.sections else None)
     return tables.write_table(comparison, experiment.name, experiment.title, experiment.caption.strip(), profile,
-                              out_dir, experiment.directions, table=table)
+                              out_dir, experiment.directions, table=table, results=results)
 
 
 # --------------------------------------------------------------------------------------------------- CLI

@@ -106,8 +106,10 @@ def write_outputs(output: str, profile: str, configs: dict, run_dirs: dict, runs
     results = cifar.collect_errors(refs, runs_root)
     reported = load_reported(reported_csv or REPORTED_CSV)
     comparison = cifar.compare_errors(rows, reported, results, profile)
-    notes = [cifar.error_direction_note(comparison, names[ENCNET], names[SE_RESNET])]
-    checks = [cifar.error_direction_check(comparison, names[ENCNET], names[SE_RESNET])]
+    # Table 6's order: EncNet below SE-ResNet below ResNet in error, each step checked on paired seeds.
+    pairs = ((names[ENCNET], names[SE_RESNET]), (names[SE_RESNET], names[RESNET]))
+    notes = [cifar.error_direction_note(comparison, lower, higher, results) for lower, higher in pairs]
+    checks = [cifar.error_direction_check(comparison, lower, higher, results) for lower, higher in pairs]
     return cifar.write_error_table(comparison, TABLE, TITLE, _caption(profile, configs[ENCNET], names), profile,
                                    out_dir, notes, checks, reported)
 

@@ -29,7 +29,8 @@ import pandas as pd
 from . import runlogs
 from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
 from .figures import save_figure
-from .tables import NOT_RUN, check_profile, ours_label, output_name, output_title, paper_rows, write_table_files
+from .tables import (DIRECTION_COLUMNS, NOT_RUN, check_profile, direction_note, direction_record, ours_label, output_name, output_title,
+                     paper_rows, seed_values, write_table_files)
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -228,33 +229,23 @@ def display_whole(comparison: pd.DataFrame, reported: pd.DataFrame, profile: str
     return pd.DataFrame(lines)
 
 
-def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str) -> dict:
-    """The paper's claim that ``lower`` has the lower test error than ``higher``, checked on the means.
+def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str, results: pd.DataFrame) -> dict:
+    """The paper's claim that ``lower`` has the lower test error than ``higher``: the paired 95 % interval of
+    ``error(higher) − error(lower)`` over shared seeds and its verdict.
 
     Gaps are "better − worse" in the sense of the segmentation tables' direction checks (here: the higher
-    error minus the lower), so ``encnet.report.summary`` reads both alike; ``spread`` is the larger seed std.
+    error minus the lower), so ``encnet.report.summary`` reads both alike.
     """
-    means = comparison.set_index("row")["reproduced_mean"]
-    claim = f"{lower} < {higher} (test error)"
-    if lower not in means or higher not in means or pd.isna(means[lower]) or pd.isna(means[higher]):
-        return {"claim": claim, "reported_gap": float("nan"), "reproduced_gap": float("nan"), "holds": None,
-                "spread": float("nan")}
-    gap = float(means[higher] - means[lower])
-    spread = float(comparison.set_index("row")["reproduced_std"][[lower, higher]].max())
-    return {"claim": claim, "reported_gap": float("nan"), "reproduced_gap": gap, "holds": gap > 0, "spread": spread}
+    reported = comparison.set_index("row").get("reported paper", pd.Series(dtype=float))
+    paper_gap = (float(reported[higher]) - float(reported[lower])
+                 if lower in reported and higher in reported else float("nan"))
+    return direction_record(f"{lower} < {higher} (test error)", ERROR, seed_values(results, higher, ERROR),
+                            seed_values(results, lower, ERROR), paper_gap)
 
 
-def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str) -> str:
-    check = error_direction_check(comparison, lower, higher)
-    claim = f"Direction {check['claim']}"
-    if check["holds"] is None:
-        return f"{claim}: not run."
-    gap = -check["reproduced_gap"]  # shown as lower − higher: negative when the claim holds
-    verdict = "reproduced" if check["holds"] else "NOT reproduced"
-    # A gap smaller than one seed's spread could flip with the next seed; say so rather than let the sign speak.
-    if not pd.isna(check["spread"]) and abs(gap) <= check["spread"]:
-        verdict += f", but within one seed std ({check['spread']:.2f}): inconclusive"
-    return f"{claim}: reproduced gap {gap:+.2f} → {verdict}."
+def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str, results: pd.DataFrame) -> str:
+    """The footnote, with the gap shown as lower − higher (negative when the claim holds)."""
+    return direction_note(error_direction_check(comparison, lower, higher, results), gap_sign=-1.0)
 
 
 def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
@@ -274,7 +265,7 @@ def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: 
         notes.append("Runs (under the runs root): " + "; ".join(traced) + ".")
     table = display_errors(comparison, profile) if reported is None else display_whole(comparison, reported, profile)
     return write_table_files(table, comparison, stem, title, caption, notes, out_dir,
-                             pd.DataFrame(list(checks)) if checks else None)
+                             pd.DataFrame(list(checks), columns=DIRECTION_COLUMNS) if checks else None)
 
 
 # ----------------------------------------------------------------------------------------------------- curves
