@@ -47,7 +47,7 @@ class ModelConfig:
     """Which network to build; for segmentation the arguments of ``encnet.models.build_model``."""
 
     name: str = "encnet"  # encnet | fcn, or a CIFAR name such as "EncNet-32k128d" for classification
-    backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny
+    backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny | resnet_tiny_deep
     pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
     num_codes: int = 32
     se_loss: bool = True
