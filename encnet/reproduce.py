@@ -11,9 +11,12 @@ Profiles: ``paper`` uses ``configs/paper`` (the paper's protocol: crop 480, base
 α = 0.2, aux 0.2); ``demo`` uses ``configs/demo`` (CPU-sized runs on the generated ``context_scenes`` data).
 Demo and paper runs live under ``<runs-root>/<profile>/`` and never share a table.
 
-Where the demo differs from the paper: there is one demo backbone (``resnet_tiny``), so "R101" rows train the
-same network as the R50 rows (the same run); the demo data always labels its background, so the 60-class table
-reuses the ablation's run; VOC's "COCO" stage is other generated images (data seed 1) and its "trainval" stage
+Where the demo differs from the paper: a deeper tiny backbone (``resnet_tiny_deep``, stage 3 three blocks deep)
+plays R101, so the "R101" rows are runs of their own; the ablation's data has small and large objects (claim 3,
+``sizes: small_large``) and the codewords sweep runs on scenes told apart only by the distribution of the backdrop's
+colours (claim 2, ``cue: mixture``); every demo direction is decided on ``DEMO_SEEDS`` paired seeds with a 95 %
+interval (``encnet.report.stats``), and needs the control classes learned; the demo data always labels its
+background, so the 60-class table reuses the ablation's run; VOC's "COCO" stage is other generated images (data seed 1) and its "trainval" stage
 fine-tunes on the demo train split (there is no train+val split), so its numbers stay "test server" as in the
 paper. Each table's caption says which of these apply.
 """
@@ -70,6 +73,11 @@ class Experiment:
 
 # --------------------------------------------------------------------------------------------- experiments
 
+DEMO_SEEDS = (0, 1, 2, 3, 4)  # paired across every compared arm; --seeds asks for more
+# Demo: the scene-independent classes (ring, cross) every arm must learn before a direction gets a verdict.
+DEMO_CONTROLS = ("IoU_ring", "IoU_cross")
+# Demo claim 2 (Encoding Layer > global average pooling): scenes that only the colour distribution tells apart.
+DEMO_MIXTURE = ("data.options.cue=mixture",)
 SE_WEIGHTS = (0.0, 0.1, 0.2, 0.4, 0.8)
 NUM_CODES = (8, 16, 32, 64)
 CHOSEN_SE_WEIGHT, CHOSEN_NUM_CODES = 0.2, 32
@@ -95,21 +103,37 @@ def experiments(profile: str) -> dict[str, Experiment]:
     fcn = "context_scenes_fcn.yaml" if demo else "pcontext_fcn_r50.yaml"
     enc50 = "context_scenes_encnet.yaml" if demo else "pcontext_encnet_r50.yaml"
     enc101 = "context_scenes_encnet.yaml" if demo else "pcontext_encnet_r101.yaml"
-    same_backbone = ("'R101' rows train the same tiny backbone as the R50 rows (the demo has one backbone), so "
-                     "they are the same runs.")
+    deep = ("model.backbone=resnet_tiny_deep",) if demo else ()  # the demo's R101: a run of its own
+    seeds = DEMO_SEEDS if demo else (0,)
+    controls = DEMO_CONTROLS if demo else ()
+    same_backbone = ("'R101' rows train resnet_tiny_deep (resnet_tiny with stage 3 three blocks deep, as R101 "
+                     "deepens R50's stage 3), not the R50 rows' resnet_tiny.")
     abl = "pcontext_ablation"
     ablation = Experiment(
         "ablation", "PASCAL-Context ablation (paper Table 1, 59 classes w/o background)",
         "Single-scale evaluation except the last row (multi-scale + flip); mean ± std over seeds."
-        + _demo_notes(profile, same_backbone),
+        + _demo_notes(profile, same_backbone,
+                      "mIoU_small / mIoU_large: mean IoU of the scene-dependent classes over the pixels within 2 px "
+                      "of small (6–9 px) / large (14–18 px) objects; IoU_ring / IoU_cross: the scene-independent "
+                      "control classes, which every arm must learn (IoU ≥ 50) before a direction gets a verdict. "
+                      "'mIoU_small_minus_large' compares the SE-loss's gain on small objects with its gain on "
+                      "large ones (paper §2: mostly small objects)."),
         (Row("FCN", fcn, reported=(abl, "FCN")),
          Row("EncNet w/o SE-loss", enc50, ("model.se_loss=false",), reported=(abl, "EncNet")),
          Row("EncNet", enc50, reported=(abl, "EncNet+SE")),
-         Row("EncNet R101", enc101, reported=(abl, "EncNet+SE R101")),
-         Row("EncNet R101 MS+flip", enc101, eval="ms", reported=(abl, "EncNet+SE R101 MS"))),
-        seeds=(0, 1, 2) if demo else (0,),
-        directions=(Direction("EncNet", "FCN", "mIoU"), Direction("EncNet", "EncNet w/o SE-loss", "mIoU"),
-                    Direction("EncNet", "FCN", "pixAcc")),
+         Row("EncNet R101", enc101, deep, reported=(abl, "EncNet+SE R101")),
+         Row("EncNet R101 MS+flip", enc101, deep, eval="ms", reported=(abl, "EncNet+SE R101 MS"))),
+        seeds=seeds,
+        metrics=(("pixAcc", "mIoU", "mIoU_small", "mIoU_large", "IoU_ring", "IoU_cross") if demo
+                 else ("pixAcc", "mIoU")),
+        directions=(Direction("EncNet", "FCN", "mIoU", controls),
+                    Direction("EncNet", "EncNet w/o SE-loss", "mIoU", controls),
+                    *((Direction("EncNet", "EncNet w/o SE-loss", "mIoU_small", controls),
+                       Direction("EncNet", "EncNet w/o SE-loss", "mIoU_large", controls),
+                       Direction("EncNet", "EncNet w/o SE-loss", "mIoU_small_minus_large", controls)) if demo else ()),
+                    Direction("EncNet R101", "EncNet", "mIoU", controls),
+                    Direction("EncNet R101 MS+flip", "EncNet R101", "mIoU", controls),
+                    Direction("EncNet", "FCN", "pixAcc", controls)),
     )
     # α = 0 is the model without the SE-loss head: the same run as the ablation's "w/o SE-loss" row.
     se_rows = tuple(
@@ -118,23 +142,29 @@ def experiments(profile: str) -> dict[str, Experiment]:
     se_weight = Experiment(
         "se_weight", "pixAcc and mIoU against the SE-loss weight α (PASCAL-Context, EncNet R50)",
         "Single-scale evaluation; the paper chose α = 0.2." + _demo_notes(profile), se_rows,
-        seeds=(0, 1, 2) if demo else (0,),
+        seeds=seeds, directions=(Direction("α=0.2", "α=0 (no SE-loss)", "mIoU", controls),),
         figure={"xlabel": "SE-loss weight α", "chosen": CHOSEN_SE_WEIGHT, "chosen_label": "paper: α = 0.2",
                 "log2_x": False, "paper_curve": "se_weight_curve"})
+    mixture = DEMO_MIXTURE if demo else ()
     codewords = Experiment(
         "codewords", "pixAcc and mIoU against the number of codewords K (PASCAL-Context, EncNet R50)",
-        "Single-scale evaluation; the paper chose K = 32." + _demo_notes(profile),
-        tuple(Row(f"K={k}", enc50, (f"model.num_codes={k}",), x=float(k)) for k in NUM_CODES),
-        seeds=(0, 1, 2) if demo else (0,),
+        "Single-scale evaluation; the paper chose K = 32." + _demo_notes(
+            profile, "The demo sweep runs on context_scenes with cue=mixture: every scene's backdrop has the same "
+                     "mean colour, and only which two colours it mixes tells the scene (claim 2: the Encoding "
+                     "Layer against global average pooling)."),
+        tuple(Row(f"K={k}", enc50, (*mixture, f"model.num_codes={k}"), x=float(k)) for k in NUM_CODES),
+        seeds=seeds,
+        directions=tuple(Direction(f"K={k}", f"K={base}", "mIoU", controls)
+                         for base in NUM_CODES[:1] for k in NUM_CODES[1:] if base == 0),
         figure={"xlabel": "number of codewords K", "chosen": float(CHOSEN_NUM_CODES),
                 "chosen_label": "paper: K = 32", "log2_x": True, "paper_curve": "codewords_curve",
                 "zero_label": "GAP"})
     pcontext = Experiment(
         "pcontext", "PASCAL-Context, 60 classes with background (paper Table 2)",
         "Multi-scale + flip evaluation." + _demo_notes(
-            profile, "context_scenes always labels its background, so this is the ablation's EncNet run "
+            profile, "context_scenes always labels its background, so this is the ablation's EncNet R101 run "
                      "evaluated multi-scale + flip."),
-        (Row("EncNet R101", enc101 if demo else "pcontext60_encnet_r101.yaml", eval="ms",
+        (Row("EncNet R101", enc101 if demo else "pcontext60_encnet_r101.yaml", deep, eval="ms",
              reported=("pcontext_sota", "EncNet")),),
         sections=(Section("pcontext_sota", "Table 2"),),
     )
@@ -150,7 +180,7 @@ def experiments(profile: str) -> dict[str, Experiment]:
                                "+ flip; " + same_backbone),
         (Row("FCN R50", ade_fcn, eval="ms", reported=("ade20k_val", "FCN R50")),
          Row("EncNet R50", ade50, eval="ms", reported=("ade20k_val", "EncNet R50")),
-         Row("EncNet R101", ade101, eval="ms", reported=("ade20k_val", "EncNet R101")),
+         Row("EncNet R101", ade101, deep, eval="ms", reported=("ade20k_val", "EncNet R101")),
          Row("EncNet R101 (test set)", None, reported=("ade20k_test", "EncNet R101"), not_run_reason="test server")),
         metrics=("pixAcc", "mIoU", "final_score"),
         directions=(Direction("EncNet R50", "FCN R50", "mIoU"),),

@@ -159,7 +159,8 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
     data = points.assign(source=OURS)
     if paper is not None:
         data["extra"] = ~data["x"].isin(paper_x)
-        theirs = paper.rename(columns={"value": "mean"}).assign(std=float("nan"), n=pd.NA, runs="",
+        theirs = paper.rename(columns={"value": "mean"}).assign(std=float("nan"), ci_half_width=float("nan"), n=pd.NA,
+                                                                 runs="",
                                                                  source=PAPER, extra=False)
         data = pd.concat([data, theirs[data.columns]], ignore_index=True)
     return save_figure(fig, data, name, profile, out_dir)

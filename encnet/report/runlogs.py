@@ -106,6 +106,9 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
         values.update({m: f(values) for m, f in DERIVED_METRICS.items() if set(SCALAR_METRICS) <= set(values)})
         values.update({m: float(log.evals[tag][m]) for m in SIZE_BIN_METRICS
                        if log.evals[tag].get(m) is not None and log.evals[tag][m] == log.evals[tag][m]})
+        if set(SIZE_BIN_METRICS) <= set(values):
+            # Paired across arms, its difference is "gain on small objects − gain on large ones" (claim 3).
+            values["mIoU_small_minus_large"] = values["mIoU_small"] - values["mIoU_large"]
         values.update(class_ious(log.evals[tag]))
         for metric, value in values.items():
             records.append({

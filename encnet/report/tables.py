@@ -155,11 +155,16 @@ def _delta_cell(line: pd.Series) -> str:
 def display(comparison: pd.DataFrame) -> pd.DataFrame:
     """The printed layout: one line per row; per metric ``reported | reproduced | Δ``; then ``n`` (seeds)."""
     metrics = list(dict.fromkeys(comparison["metric"]))
+    # A metric the paper never reports (the demo's size bins and control classes) gets one column, ours.
+    ours_only = {m for m in metrics if not (comparison.loc[comparison["metric"] == m, "reported_text"] != "").any()}
     lines = []
     for label, group in comparison.groupby("row", sort=False):
         line = {"": label}
         for metric in metrics:
             cell = group[group["metric"] == metric].iloc[0]
+            if metric in ours_only:
+                line[metric] = _reproduced_cell(cell)
+                continue
             line[f"{metric} reported"] = cell["reported_text"] or "—"
             line[f"{metric} reproduced"] = _reproduced_cell(cell)
             line[f"{metric} Δ"] = _delta_cell(cell)
@@ -267,23 +272,27 @@ def seed_values(results: pd.DataFrame, row: str, metric: str) -> dict[int, float
 
 
 def direction_record(claim: str, metric: str, better: dict[int, float], worse: dict[int, float],
-                     reported_gap: float = float("nan"), controls_min: float = float("nan")) -> dict:
+                     reported_gap: float = float("nan"), controls_min: float | None = None) -> dict:
     """One line of ``*_directions.csv``: the paired 95 % interval of ``better − worse`` over shared seeds and its
-    verdict (``encnet.report.stats``). ``controls_min`` is the lowest control-class IoU of either arm (NaN:
-    the claim has no controls); below ``CONTROL_MIN_IOU`` the verdict is inconclusive whatever the interval."""
+    verdict (``encnet.report.stats``). ``controls_min`` is the lowest control-class IoU (mean over seeds) of either
+    arm, NaN when a control was not measured, None when the claim has no controls; below ``CONTROL_MIN_IOU`` (or
+    unmeasured) the verdict is inconclusive whatever the interval."""
     interval = stats.paired_interval(better, worse)
-    controls_ok = pd.isna(controls_min) or controls_min >= CONTROL_MIN_IOU
+    controls_ok = controls_min is None or (not pd.isna(controls_min) and controls_min >= CONTROL_MIN_IOU)
     verdict = stats.direction_verdict(interval, preconditions_met=controls_ok)
     note = ""
     if interval.n == 0:
         verdict, note = "not run", "no seed ran in both arms"
+    elif not controls_ok and pd.isna(controls_min):
+        note = "controls not measured (no per-class IoU in the runs' eval records)"
     elif not controls_ok:
         note = f"controls not learned (lowest control IoU {controls_min:.1f} < {CONTROL_MIN_IOU:g})"
     elif interval.n < 2:
         note = "one paired seed: no interval"
     return {"claim": claim, "metric": metric, "reported_gap": reported_gap, "reproduced_gap": interval.mean,
             "ci_low": interval.low, "ci_high": interval.high, "n_pairs": interval.n, "interval": stats.INTERVAL_METHOD,
-            "controls_min": controls_min, "verdict": verdict, "note": note}
+            "controls_min": float("nan") if controls_min is None else controls_min, "verdict": verdict,
+            "note": note}
 
 
 def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction],
@@ -298,7 +307,9 @@ def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction],
 
         controls = [float(pd.Series(list(seed_values(results, arm, c).values()), dtype=float).mean())
                     for arm in (d.better, d.worse) for c in d.controls]
-        controls_min = min(controls) if controls else float("nan")
+        controls_min = None
+        if controls:
+            controls_min = float("nan") if any(pd.isna(c) for c in controls) else min(controls)
         records.append(direction_record(f"{d.better} > {d.worse} ({d.metric})", d.metric,
                                         seed_values(results, d.better, d.metric),
                                         seed_values(results, d.worse, d.metric),
