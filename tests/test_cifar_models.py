@@ -111,9 +111,9 @@ def test_names_round_trip_and_bad_names_explain():
 @pytest.mark.parametrize("attention", ["none", "se", "encoding"])
 def test_forward_backward_every_attention_and_block(attention, block):
     model = CifarResNet(widen=1, attention=attention, num_codes=4, num_classes=10, block=block)
-    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 7, 9])
+    x, y = torch.randn(2, 3, 16, 16), torch.tensor([3, 7])  # 16 px: shapes, not accuracy
     logits = model(x)
-    assert logits.shape == (4, 10)
+    assert logits.shape == (2, 10)
     nn.functional.cross_entropy(logits, y).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -241,8 +241,8 @@ def test_encoding_drop_draws_new_factors_every_training_step_from_u01():
     assert not torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[1], drawn[2])
     samples = []
     with torch.no_grad():
-        for _ in range(500):
-            drop(x)
+        for _ in range(400):
+            drop(x[:1, :, :1, :1])
             samples.append(drop.smoothing.clone())
     samples = torch.stack(samples)
     assert samples.min() >= 0 and samples.max() < 1
@@ -264,7 +264,7 @@ def test_backward_uses_the_draw_of_its_own_forward():
 
 def test_encnet_model_train_is_random_eval_is_deterministic():
     model = CifarResNet(widen=1, attention="encoding", num_codes=4)
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(2, 3, 16, 16)
     layer = model.stage1[0].attention.encoding
     model(x)
     first_draw = layer.smoothing.clone()
