@@ -27,6 +27,7 @@ MODELS = (
     (ENCNET, "cifar10_encnet_32k128d.yaml",
      (("paper", "cifar10", ENCNET), ("model zoo", "modelzoo", "EncNet-32k128d CIFAR-10"))),
 )
+PAPER_NAMES = tuple(paper for paper, _, _ in MODELS)
 # The paper's claims the table checks: EncNet below SE-ResNet at the same width (16k64d) and at its best (32k128d).
 DIRECTIONS = ((ENCNET_16K, SE_RESNET), (ENCNET, SE_RESNET))
 # The demo recipe lives in the demo configs (12 epochs over 1,000 images: about 40 s a run on one core).
@@ -59,8 +60,8 @@ def describe(run: PlannedRun) -> str:
     status = "done" if run.finished else ("partial" if (run.run_dir / "checkpoint_last.pt").is_file() else "to run")
     return (f"[{status}] {run.run_dir}  (rows: {', '.join(run.rows)}; seed {run.seed})\n"
             f"    {config_file} {' '.join(run.overrides)}\n"
-            f"    task={c.task} dataset={c.data.dataset} model={c.model.name} attention={net.attention}{codes} "
-            f"widen={net.widen} parameters={count_parameters(net):,} crop_size={c.data.crop_size} "
+            f"    task={c.task} dataset={c.data.dataset} model={c.model.name} block={net.block} "
+            f"attention={net.attention}{codes} widen={net.widen} parameters={count_parameters(net):,} crop_size={c.data.crop_size} "
             f"hflip={c.data.hflip} batch_size={t.batch_size} base_lr={t.base_lr:g} (effective lr "
             f"{effective_lr(t):g}) momentum={t.momentum:g} weight_decay={t.weight_decay:g} "
             f"lr_schedule={t.lr_schedule} epochs={t.epochs}")
@@ -78,7 +79,8 @@ def _caption(profile: str, config, names: dict[str, str]) -> str:
               "augmentation); mean ± sample std over seeds. The release reports the best test error over all "
               "epochs instead (the model zoo's 3.35 % is that): the notes give the best logged epoch beside the "
               "last (ledger entry cifar_reported_error). Parameters: learnable scalars of each row's network. "
-              "Pre-activation blocks; SE-ResNet: an SE unit with reduction 16 per block; EncNet: a Context "
+              f"{'Pre-activation' if config.model.cifar_block == 'preact' else 'Post-activation (the release’s)'} "
+              "blocks; SE-ResNet: an SE unit with reduction 16 per block; EncNet: a Context "
               "Encoding Module per block (1×1 conv to C/4, Encoding with concatenated encoders, L2 "
               "normalisation) whose smoothing factors are drawn from U(0, 1) at every training step and fixed at "
               "0.5 for evaluation (paper §3.5).")
