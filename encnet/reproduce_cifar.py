@@ -61,7 +61,8 @@ def describe(run: PlannedRun) -> str:
     return (f"[{status}] {run.run_dir}  (rows: {', '.join(run.rows)}; seed {run.seed})\n"
             f"    {config_file} {' '.join(run.overrides)}\n"
             f"    task={c.task} dataset={c.data.dataset} model={c.model.name} block={net.block} "
-            f"attention={net.attention}{codes} widen={net.widen} parameters={count_parameters(net):,} crop_size={c.data.crop_size} "
+            f"attention={net.attention}{codes} widen={net.widen} parameters={count_parameters(net):,} "
+            f"crop_size={c.data.crop_size} "
             f"hflip={c.data.hflip} batch_size={t.batch_size} base_lr={t.base_lr:g} (effective lr "
             f"{effective_lr(t):g}) momentum={t.momentum:g} weight_decay={t.weight_decay:g} "
             f"lr_schedule={t.lr_schedule} epochs={t.epochs}")

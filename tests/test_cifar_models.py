@@ -189,7 +189,7 @@ def test_se_attention_reduction_16_matches_naive_formula():
 
 
 def naive_encoding(x, codewords, smoothing):
-    """e_k = Σ_i a_ik (x_i − c_k), a_ik = softmax_k(−s_k‖x_i − c_k‖²) (paper §3.1, s_k > 0), full B×N×K×D."""
+    """e_k = Σ_i a_ik (x_i − c_k), a_ik = softmax_k(−s_k‖x_i − c_k‖²) (§3.1, s_k > 0), naively."""
     x = x.flatten(2).transpose(1, 2)  # B×N×D
     residual = x[:, :, None, :] - codewords[None, None]  # B×N×K×D
     assign = torch.softmax(-smoothing * residual.pow(2).sum(-1), dim=2)  # B×N×K

@@ -177,7 +177,8 @@ def test_best_error_is_the_lowest_logged_test_error_of_each_run(tmp_path):
     for seed, errors in ((0, [30.0, 25.0, 27.0]), (1, [None, 31.0, 33.0])):
         run = tmp_path / "demo" / "cifar10_encnet_32k128d" / f"seed{seed}-best"
         shutil.copytree(source, run)
-        (run / "config.yaml").write_text((source / "config.yaml").read_text().replace("\nseed: 0\n", f"\nseed: {seed}\n"))
+        recorded = (source / "config.yaml").read_text()
+        (run / "config.yaml").write_text(recorded.replace("\nseed: 0\n", f"\nseed: {seed}\n"))
         lines = [json.dumps({"epoch": e + 1, **({} if v is None else {"val_top1_error": v})})
                  for e, v in enumerate(errors)]
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")

@@ -264,8 +264,8 @@ def test_cifar_block_switch_builds_each_sides_block(ledger):
     entry = ledger.get("cifar_block")
     kinds = {}
     for side in ("paper", "release"):
-        config = config_from_dict({"task": "classification",
-                                   "model": {"name": "EncNet-4k16d", entry.switch.split(".")[1]: entry.side(side).value},
+        chosen = {"name": "EncNet-4k16d", entry.switch.split(".")[1]: entry.side(side).value}
+        config = config_from_dict({"task": "classification", "model": chosen,
                                    "data": {"dataset": "context_textures"}})
         model = build_model_for(config, 10)
         blocks = [m for m in model.modules() if isinstance(m, (PreActBlock, PostActBlock))]
