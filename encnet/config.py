@@ -47,6 +47,8 @@ class ModelConfig:
     """Which network to build; for segmentation the arguments of ``encnet.models.build_model``."""
 
     name: str = "encnet"  # encnet | fcn, or a CIFAR name such as "EncNet-32k128d" for classification
+    # CIFAR networks only: the paper's pre-activation blocks or the release's post-activation ones (§3.5).
+    cifar_block: Literal["preact", "postact"] = "preact"
     backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny
     pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
     num_codes: int = 32
