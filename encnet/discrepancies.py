@@ -258,9 +258,10 @@ def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = 
     """Both sides of every entry that ``profile`` measures, in ledger order.
 
     Demo: every entry with a switch and without ``not_in_demo`` starts from its ``demo_base`` (default
-    ``profiles.demo.base``) plus ``profiles.demo.overrides``. Paper: each entry starts from each of its ``paper_configs`` and adds its sides'
-    ``paper_extra``. Sides whose resolved configs coincide are one run folder (``encnet.runs.run_dir_for``):
-    the side the suite's defaults follow is the plain base config, shared by all entries and other tables.
+    ``profiles.demo.base``) plus ``profiles.demo.overrides``. Paper: each entry starts from each of its
+    ``paper_configs`` and adds its sides' ``paper_extra``. Sides whose resolved configs coincide are one run
+    folder (``encnet.runs.run_dir_for``): the side the suite's defaults follow is the plain base config, shared
+    by all entries (with that base) and other tables.
     """
     if profile not in ("demo", "paper"):
         raise ValueError(f"profile must be 'demo' or 'paper', found {profile!r}")

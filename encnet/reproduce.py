@@ -3,7 +3,8 @@
 An experiment is a list of rows; a row is (label, config file, overrides, evaluation, reported-row keys). Each
 (row, seed) resolves to a config and so to its run folder (``encnet.runs.run_dir_for``): two rows with the same
 resolved config are the same run, trained once — the α = 0.2 point of the SE-loss sweep *is* the ablation's
-EncNet run, and the K = 32 point of the codewords sweep (run without SE-loss) its "w/o SE-loss" run. Finished runs are reused, unfinished ones resumed from their checkpoint. Outputs are then
+EncNet run, and the K = 32 point of the codewords sweep (run without SE-loss) its "w/o SE-loss" run. Finished
+runs are reused, unfinished ones resumed from their checkpoint. Outputs are then
 built from the run folders and ``reported.csv`` only (``encnet.report``), so ``--from-logs`` rebuilds them
 without training.
 
@@ -36,8 +37,8 @@ PROFILES = ("demo", "paper")
 # The knobs the paper fixes, printed by --dry-run for every run (one name per knob, as in the configs).
 KEY_SETTINGS = (("data", "dataset"), ("data", "num_classes"), ("model", "name"), ("model", "backbone"),
                 ("data", "crop_size"), ("data", "base_size"), ("train", "batch_size"), ("model", "num_codes"),
-                ("train", "se_weight"), ("model", "se_loss"), ("train", "aux_weight"), ("model", "aux"), ("model", "aux_head"),
-                ("train", "base_lr"), ("train", "epochs"), ("model", "init_from"))
+                ("train", "se_weight"), ("model", "se_loss"), ("train", "aux_weight"), ("model", "aux"),
+                ("model", "aux_head"), ("train", "base_lr"), ("train", "epochs"), ("model", "init_from"))
 
 
 @dataclass(frozen=True)
