@@ -427,8 +427,9 @@ def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str
     results = runlogs.collect_results(refs, runs_root)
     if experiment.figure is not None:
         points = figures.sweep_points(results, {r.label: r.x for r in experiment.rows}, experiment.metrics, profile)
-        # Which points the paper ran and which the suite added, as data in the figure's CSV.
-        points["extra"] = points["row"].map({r.label: r.extra for r in experiment.rows}).astype(bool)
+        if any(r.extra for r in experiment.rows):
+            # Which points the paper ran and which the suite added, as data in the figure's CSV (column ``extra``).
+            points["extra"] = points["row"].map({r.label: r.extra for r in experiment.rows}).astype(bool)
         return figures.plot_sweep(points, experiment.name, experiment.title, profile=profile, out_dir=out_dir,
                                   **experiment.figure)
     rows = [tables.TableRow(r.label, *(r.reported or (None, None)), not_run_reason=r.not_run_reason,
