@@ -75,6 +75,14 @@ class DataConfig:
     scale_min: float = 0.5
     scale_max: float = 2.0
     rotate_degrees: float = 0.0  # the paper mentions ±10°; the released code does not rotate
+    # Which side the random scale sets to randint(scale_min·base, scale_max·base): release v0.5.0 (the recipe
+    # behind the model-zoo weights) scales the short side, today's release the long side (ledger: scale_side).
+    scale_side: Literal["long", "short"] = "long"
+    # Probability of v0.4.2–v0.5.x's PIL Gaussian blur, radius U(0, 1), after the crop (ledger: blur).
+    blur_prob: float = 0.0
+    # What padding up to the crop size labels: the ignore label, or background class 0 as the release's VOC and
+    # COCO datasets do (ledger: pad_label).
+    pad_label: Literal["ignore", "background"] = "ignore"
     hflip: bool = True
     workers: int = 4
     train_split: str = "train"
@@ -121,6 +129,9 @@ class EvalConfig:
     crop_size: int | None = None
     base_size: int | None = None
     stride_ratio: float = 2.0 / 3.0
+    # present: mean IoU over classes with a union (labelled or predicted); all: over every class, absent ones
+    # scoring 0, as the release's metric does (ledger: miou_classes). Equal on a full validation split.
+    miou: Literal["present", "all"] = "present"
 
 
 @dataclass

@@ -44,6 +44,9 @@ def build_dataset_for(config: Config, split: str, train: bool):
                 ignore_index=255,
                 mean=MEAN,
                 std=STD,
+                scale_side=data.scale_side,
+                blur_prob=data.blur_prob,
+                pad_label=0 if data.pad_label == "background" else 255,
             )
             if train
             else presets.SegmentationEvalPreset(mean=MEAN, std=STD)
@@ -124,7 +127,7 @@ def build_metric(config: Config, num_classes: int):
 
     if config.task == "classification":
         return metrics.ClassificationMetric()
-    return metrics.SegmentationMetric(num_classes, ignore_index=255)
+    return metrics.SegmentationMetric(num_classes, ignore_index=255, miou=config.eval.miou)
 
 
 def build_optimizer(model: nn.Module, config: Config) -> torch.optim.SGD:

@@ -38,7 +38,9 @@ PROFILES = ("demo", "paper")
 KEY_SETTINGS = (("data", "dataset"), ("data", "num_classes"), ("model", "name"), ("model", "backbone"),
                 ("data", "crop_size"), ("data", "base_size"), ("train", "batch_size"), ("model", "num_codes"),
                 ("train", "se_weight"), ("model", "se_loss"), ("train", "aux_weight"), ("model", "aux"),
-                ("model", "aux_head"), ("train", "base_lr"), ("train", "epochs"), ("model", "init_from"))
+                ("model", "aux_head"), ("train", "base_lr"), ("train", "epochs"), ("data", "train_split"),
+                ("data", "scale_side"), ("data", "blur_prob"), ("data", "rotate_degrees"), ("data", "pad_label"), ("eval", "miou"),
+                ("model", "init_from"))
 
 
 @dataclass(frozen=True)
@@ -243,14 +245,23 @@ def _config_path(profile: str, name: str, config_root: Path) -> Path:
 
 
 def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: str | Path,
-         data_root: str | None = None, extra: Sequence[str] = (),
-         config_root: Path = CONFIG_ROOT) -> tuple[list[PlannedRun], dict[tuple[str, int], PlannedRun]]:
+         data_root: str | None = None, extra: Sequence[str] = (), config_root: Path = CONFIG_ROOT,
+         follow: str | None = None) -> tuple[list[PlannedRun], dict[tuple[str, int], PlannedRun]]:
     """Resolve every (row, seed) to its run; rows with the same resolved config share one ``PlannedRun``.
 
+    ``follow`` ("paper" or "release") puts every run on that side of each ledger entry that applies to it
+    (``encnet.discrepancies.follow_overrides``); a row's own overrides and ``extra`` keep their values. ``None``
+    keeps each config as it is, i.e. on the side each entry's ``suite_follows`` names.
     Returns the unique runs in dependency order and the (row label, seed) → run mapping.
     """
     from encnet.config import load_config
     from encnet.runs import run_dir_for
+
+    ledger = None
+    if follow is not None:
+        from encnet.discrepancies import follow_overrides, load_ledger
+
+        ledger = load_ledger()
 
     by_dir: dict[Path, PlannedRun] = {}
     by_row: dict[tuple[str, int], PlannedRun] = {}
@@ -260,6 +271,9 @@ def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: 
                 continue
             path = _config_path(profile, row.config, config_root)
             overrides = [*row.overrides, f"seed={seed}", *extra]
+            if ledger is not None:
+                overrides += [o for choice in follow_overrides(ledger, follow, path, overrides, config_root)
+                              for o in choice.overrides]
             if data_root:
                 overrides.append(f"data.root={data_root}")  # not part of the run id: a moved dataset keeps its runs
             if row.init_from:
@@ -293,6 +307,35 @@ def describe(run: PlannedRun) -> str:
     config_file = run.config_file.relative_to(REPO) if run.config_file.is_relative_to(REPO) else run.config_file
     return (f"[{status}] {run.run_dir}  (rows: {', '.join(run.rows)}; seed {run.seed}; eval {'+'.join(run.evals)})\n"
             f"    {config_file} {' '.join(run.overrides)}\n    " + " ".join(settings))
+
+
+def ledger_summary(follow: str | None) -> str:
+    """The dry run's ledger block: for every entry with a switch, the side the runs are put on and its value."""
+    from encnet.discrepancies import FOLLOWED_KINDS, format_value, load_ledger
+
+    lines = [f"ledger sides ({'--follow ' + follow if follow else 'default: each entry as the ledger says'}; "
+             "configs/discrepancies.yaml):"]
+    for e in load_ledger():
+        if e.switch is None:
+            continue
+        if e.suite_follows in ("both", "n/a"):
+            side = f"{e.suite_follows} (one config per side)"
+        elif follow is None or e.kind not in FOLLOWED_KINDS:
+            side = e.suite_follows + ("" if follow is None else f" ({e.kind}: kept)")
+        else:
+            side = follow
+        shown = e.side(side).value if side in ("paper", "release") else None
+        value = "" if shown is None else f" = {format_value(shown)}"
+        lines.append(f"  {e.id:<22} {e.switch:<20} {side}{value}")
+    return "\n".join(lines)
+
+
+def ledger_line(run: PlannedRun) -> str:
+    """Which side of each ledger entry one planned run is on (its own values decide)."""
+    from encnet.discrepancies import entry_sides, load_ledger
+
+    sides = entry_sides(load_ledger(), run.config)
+    return "    ledger: " + ", ".join(f"{entry} {side}" for entry, side in sides)
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -472,6 +515,10 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
                         help="train this many single-process runs side by side (CPU demo: one per core)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1")
+    parser.add_argument("--follow", choices=("paper", "release"), default=None,
+                        help="put every run on this side of every ledger entry (configs/discrepancies.yaml) that "
+                             "applies to it; release = v0.5.0, the recipe behind the model-zoo weights. Default: "
+                             "each entry's own side (suite_follows). --dry-run lists each entry's side")
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error(f"--gpus must be at least 1, found {args.gpus}")
@@ -512,12 +559,15 @@ def run_experiment(experiment: Experiment, args: argparse.Namespace, label: str,
     ``write(by_row, seeds)`` builds the outputs from the run logs; every reproduce script shares the rest.
     """
     seeds = tuple(args.seeds) if args.seeds else experiment.seeds
-    runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set)
+    follow = getattr(args, "follow", None)
+    runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set, follow=follow)
     if args.dry_run:
         print(f"{experiment.title} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} run(s), "
               f"{sum(not r.finished for r in runs)} to run")
+        print(ledger_summary(follow))
         for run in runs:
             print(describe_run(run))
+            print(ledger_line(run))
         return 0
     start = time.perf_counter()
     if not args.from_logs:

@@ -148,3 +148,16 @@ def test_run_id_ignores_the_eval_protocol_and_where_the_runs_root_is(tmp_path):
     assert run_id(moved) == base
     assert run_id(load_config(path, ["model.init_from=runs/demo/stage1/seed1-abc"])) != base
     assert run_id(load_config(path, ["train.epochs=3"])) != base
+
+
+def test_release_recipe_keys_are_checked_and_default_to_todays_behaviour():
+    from encnet.config import ConfigError, config_from_dict
+
+    config = config_from_dict({})
+    assert (config.data.scale_side, config.data.blur_prob, config.data.pad_label, config.eval.miou) == (
+        "long", 0.0, "ignore", "present")
+    for key, bad in (("scale_side", "shortest"), ("pad_label", 0)):
+        with pytest.raises(ConfigError, match=f"data.{key}"):
+            config_from_dict({"data": {key: bad}})
+    with pytest.raises(ConfigError, match="eval.miou"):
+        config_from_dict({"eval": {"miou": "mean"}})

@@ -30,7 +30,9 @@ DEMO = REPO_ROOT / "configs" / "demo" / "context_scenes_encnet.yaml"  # the ledg
 DEMO_FCN = REPO_ROOT / "configs" / "demo" / "context_scenes_fcn.yaml"  # fcn_aux's demo base
 PAPER_PCONTEXT = REPO_ROOT / "configs" / "paper" / "pcontext_encnet_r50.yaml"
 REQUIRED = {"attention_output", "lateral", "aux_head", "fcn_aux", "backbone_stem", "training_epochs", "rotation",
-            "aux_weight", "pcontext_classes", "encoding_scale_sign"}
+            "aux_weight", "pcontext_classes", "encoding_scale_sign", "scale_side", "blur", "ade_lr", "coco_lr",
+            "epochs_today", "ade_r101_size", "voc_train_aug", "pad_label", "miou_classes", "checkpoint_selection"}
+PAPER = REPO_ROOT / "configs" / "paper"
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +70,14 @@ def test_ledger_errors_name_the_entry(tmp_path):
 
 def test_suite_defaults_follow_the_side_the_ledger_says(ledger):
     """Every paper config (and the demo config) uses the side that ``suite_follows`` names."""
-    configs = [load_config(p) for profile in ("paper", "demo")
-               for p in sorted((REPO_ROOT / "configs" / profile).glob("*.yaml"))]
+    all_configs = [load_config(p) for profile in ("paper", "demo")
+                   for p in sorted((REPO_ROOT / "configs" / profile).glob("*.yaml"))]
     checked = 0
     for e in ledger:
         if e.switch is None or e.suite_follows == "n/a":
             continue
+        # The demo does not represent an entry it does not measure (e.g. scale side on square images).
+        configs = [c for c in all_configs if c.profile == "paper" or not e.not_in_demo]
         if e.suite_follows == "both":  # one config per side, e.g. PASCAL-Context 59 (Table 1) and 60 (Table 2)
             section, key = e.switch.split(".")
             used = {getattr(getattr(c, section), key) for c in configs}
@@ -81,6 +85,8 @@ def test_suite_defaults_follow_the_side_the_ledger_says(ledger):
             continue
         for config in configs:
             value = getattr(getattr(config, e.switch.split(".")[0]), e.switch.split(".")[1])
+            if e.applies_to and config.experiment not in e.applies_to and config.profile == "paper":
+                continue
             if e.id == "fcn_aux":  # the FCN baseline's aux head; EncNet's is aux_head's business
                 if config.task == "segmentation" and config.model.name == "fcn":
                     assert value == e.side(e.suite_follows).value, (e.id, config.experiment)
@@ -185,7 +191,7 @@ def test_backbone_stem_release_is_three_3x3_convs(ledger):
 
 def test_training_epochs_land_in_the_resolved_config(ledger):
     entry = ledger.get("training_epochs")
-    for name, (paper, release) in {"pcontext_encnet_r50": (50, 80), "ade20k_encnet_r50": (120, 180)}.items():
+    for name, (paper, release) in {"pcontext_encnet_r50": (50, 80)}.items():
         sides = configs_for(entry, REPO_ROOT / "configs" / "paper" / f"{name}.yaml")
         assert (sides["paper"].train.epochs, sides["release"].train.epochs) == (paper, release)
         assert f"epochs: {paper}" in to_yaml(sides["paper"]) and f"epochs: {release}" in to_yaml(sides["release"])
@@ -194,6 +200,9 @@ def test_training_epochs_land_in_the_resolved_config(ledger):
     own = load_config(DEMO).train.epochs
     assert demo["release"].train.epochs == own
     assert demo["paper"].train.epochs == max(1, round(own * 50 / 80))  # the paper's PASCAL-Context ratio
+    # ADE20K and VOC train_aug: the paper and v0.5.0 agree (120, 50); today's release differs (epochs_today).
+    for name, epochs in {"ade20k_encnet_r50": 120, "voc_aug_encnet_r101": 50}.items():
+        assert {c.train.epochs for c in configs_for(entry, PAPER / f"{name}.yaml").values()} == {epochs}
 
 
 def test_rotation_is_in_the_train_transforms_only_on_the_paper_side(ledger, data_cache):
@@ -357,7 +366,10 @@ def test_cifar_entries_say_the_smoothing_method_is_the_papers_and_configs_use_wd
 def test_demo_sides_the_suite_follows_are_the_plain_demo_run(ledger):
     sides = measurements(ledger, "demo")
     assert load_ledger().profiles["demo"]["base"] == DEMO.stem
-    measured = [e for e in ledger if e.switch is not None and not e.not_in_demo]
+    from encnet.discrepancies import evaluation_only
+
+    # An evaluation setting is not part of the run id: both its sides would be one run, so it is not measured.
+    measured = [e for e in ledger if e.switch is not None and not e.not_in_demo and not evaluation_only(e)]
     assert [(m.entry, m.side) for m in sides] == [(e.id, s) for e in measured for s in ("paper", "release")]
     bases = {m.entry: m.base for m in sides}
     assert bases["fcn_aux"] == DEMO_FCN and all(b == DEMO for e, b in bases.items() if e != "fcn_aux")
@@ -373,10 +385,17 @@ def test_demo_sides_the_suite_follows_are_the_plain_demo_run(ledger):
 def test_paper_sides_cover_both_datasets_for_epochs_and_the_weights_the_deep_stem_needs(ledger):
     sides = measurements(ledger, "paper")
     epochs = {(m.row, m.side): m.config(0).train.epochs for m in sides if m.entry == "training_epochs"}
-    assert epochs == {("training_epochs/pcontext_encnet_r50", "paper"): 50,
-                      ("training_epochs/pcontext_encnet_r50", "release"): 80,
-                      ("training_epochs/ade20k_encnet_r50", "paper"): 120,
-                      ("training_epochs/ade20k_encnet_r50", "release"): 180}
+    assert epochs == {("training_epochs", "paper"): 50, ("training_epochs", "release"): 80}
+    today = {m.side: (m.config(0).train.epochs, m.config(0).train.base_lr) for m in sides
+             if m.entry in ("epochs_today",)}
+    assert today == {"paper": (120, 0.01), "release": (180, 0.01)}
+    lrs = {(m.entry, m.side): m.config(0).train.base_lr for m in sides if m.entry in ("ade_lr", "coco_lr")}
+    assert lrs == {("ade_lr", "paper"): 0.01, ("ade_lr", "release"): 0.004, ("coco_lr", "paper"): 0.01,
+                   ("coco_lr", "release"): 0.004}
+    size = {m.side: (m.config(0).data.base_size, m.config(0).data.crop_size) for m in sides
+            if m.entry == "ade_r101_size"}
+    assert size == {"paper": (520, 480), "release": (640, 576)}
+    assert not [m for m in sides if m.entry == "miou_classes"]  # an evaluation setting: one run, not measured
     stem = {m.side: m.config(0).model for m in sides if m.entry == "backbone_stem"}
     assert (stem["paper"].backbone, stem["paper"].pretrained) == ("resnet50", "imagenet")
     assert stem["release"].backbone == "resnet50s" and stem["release"].pretrained.endswith("resnet50s.pth")
@@ -406,3 +425,193 @@ def test_effects_against_hand_computed_means_spread_and_verdict():
     assert small["delta"] == pytest.approx(0.5) and small["spread"] == pytest.approx(math.sqrt(2))
     assert not small["exceeds"]
     assert table.loc["one"]["exceeds"] is None
+
+
+# ---------------------------------------------------------------------------- release v0.5.0 (issue 12, 8–15)
+
+
+def _release_preset(entry_id, ledger, extra=()):
+    """The training preset of both sides of ``entry_id`` on the demo config."""
+    from encnet.experiment import MEAN, STD  # noqa: F401  (the presets normalise; the tests read the mask)
+
+    sides = configs_for(ledger.get(entry_id), DEMO, list(extra))
+    presets = {}
+    for side, config in sides.items():
+        from encnet.data.presets import SegmentationTrainPreset
+
+        d = config.data
+        presets[side] = SegmentationTrainPreset(
+            d.base_size, d.crop_size, (d.scale_min, d.scale_max), d.rotate_degrees, hflip=False,
+            scale_side=d.scale_side, blur_prob=d.blur_prob, pad_label=0 if d.pad_label == "background" else 255)
+    return sides, presets
+
+
+def _labelled_extent(mask):
+    rows = (mask != 255).any(1).nonzero().flatten()
+    cols = (mask != 255).any(0).nonzero().flatten()
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def test_scale_side_release_sets_the_short_side_paper_the_long_side(ledger):
+    from torchvision import tv_tensors
+
+    # Scale exactly 1 (s_min = s_max) and a crop larger than the result: the labelled block is the scaled image.
+    extra = ["data.base_size=32", "data.crop_size=80", "data.scale_min=1.0", "data.scale_max=1.0"]
+    sides = configs_for(ledger.get("scale_side"), DEMO, extra)
+    assert (sides["paper"].data.scale_side, sides["release"].data.scale_side) == ("long", "short")
+    image = tv_tensors.Image(torch.zeros(3, 20, 40, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.ones(20, 40, dtype=torch.int64))
+    from encnet.experiment import build_dataset_for  # noqa: F401  (same preset arguments as the engine)
+    from encnet.data.presets import SegmentationTrainPreset
+
+    extents = {}
+    for side, config in sides.items():
+        d = config.data
+        preset = SegmentationTrainPreset(d.base_size, d.crop_size, (d.scale_min, d.scale_max), hflip=False,
+                                         scale_side=d.scale_side)
+        torch.manual_seed(0)
+        extents[side] = _labelled_extent(preset(image, mask)[1])
+    assert extents == {"paper": (16, 32), "release": (32, 64)}  # long side 32 (20×40 → 16×32); short side 32
+
+
+def test_short_side_draws_every_integer_between_half_and_twice_the_base():
+    from torchvision import tv_tensors
+
+    from encnet.data.transforms import random_scale
+
+    image = tv_tensors.Image(torch.zeros(3, 6, 8, dtype=torch.uint8))
+    transform = random_scale(10, (0.5, 2.0), "short")
+    torch.manual_seed(0)
+    shorts = [transform(image).shape[-2] for _ in range(400)]
+    assert set(shorts) == set(range(5, 21))  # randint(int(10·0.5), int(10·2)), both ends included
+    long_scale = random_scale(10, (0.5, 2.0), "long")
+    assert all(5 <= max(long_scale(image).shape[-2:]) <= 20 for _ in range(50))
+
+
+def test_blur_release_side_blurs_with_pils_gaussian_blur_paper_side_never(ledger, data_cache):
+    from PIL import ImageFilter
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as F
+
+    from encnet.data.transforms import PILGaussianBlur
+
+    tiny = [f"data.root={data_cache}", "data.options={seed: 0, num_train: 4, num_val: 2, image_size: 32}"]
+    for side, config in configs_for(ledger.get("blur"), DEMO, tiny).items():
+        steps = build_dataset_for(config, "train", train=True).transform.transforms.transforms
+        blurs = [s for s in steps if isinstance(s, PILGaussianBlur)]
+        assert [b.p for b in blurs] == ([0.5] if side == "release" else [])
+    rng = np.random.default_rng(0)
+    image = tv_tensors.Image(torch.from_numpy(rng.integers(0, 256, (3, 12, 15), dtype=np.uint8)))
+    mask = tv_tensors.Mask(torch.from_numpy(rng.integers(0, 4, (12, 15))))
+    torch.manual_seed(3)
+    out_image, out_mask = PILGaussianBlur(p=1.0)(image, mask)
+    torch.manual_seed(3)
+    torch.rand(())  # the apply draw, then the radius draw
+    radius = float(torch.rand(()))
+    expected = F.pil_to_tensor(F.to_pil_image(torch.Tensor(image)).filter(ImageFilter.GaussianBlur(radius)))
+    assert 0 < radius < 1
+    torch.testing.assert_close(torch.Tensor(out_image), expected, rtol=0, atol=0)
+    assert not torch.equal(torch.Tensor(out_image), torch.Tensor(image))
+    torch.testing.assert_close(out_mask, mask)  # the mask is never blurred
+    same, _ = PILGaussianBlur(p=0.0)(image, mask)
+    assert torch.equal(torch.Tensor(same), torch.Tensor(image))
+    torch.manual_seed(0)
+    blurred = sum(not torch.equal(torch.Tensor(PILGaussianBlur(0.5)(image)), torch.Tensor(image)) for _ in range(200))
+    assert 70 < blurred < 130  # p = 0.5
+
+
+def test_pad_label_release_trains_the_padding_as_background(ledger):
+    from torchvision import tv_tensors
+
+    extra = ["data.base_size=16", "data.crop_size=24", "data.scale_min=1.0", "data.scale_max=1.0"]
+    sides, presets = _release_preset("pad_label", ledger, extra)
+    assert (sides["paper"].data.pad_label, sides["release"].data.pad_label) == ("ignore", "background")
+    image = tv_tensors.Image(torch.zeros(3, 16, 16, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.full((16, 16), 3, dtype=torch.int64))
+    for side, preset in presets.items():
+        torch.manual_seed(0)
+        out = preset(image, mask)[1]
+        assert int((out == 3).sum()) == 16 * 16  # the image itself, whatever the padding
+        padding = out[out != 3]
+        assert padding.numel() == 24 * 24 - 16 * 16
+        assert set(padding.tolist()) == ({255} if side == "paper" else {0})
+
+
+def test_voc_train_aug_release_is_sbd_trainval_and_overlaps_voc_val(ledger, tmp_path):
+    import data_fixtures as fx
+
+    fx.voc(tmp_path)
+    ids = {}
+    for side, config in configs_for(ledger.get("voc_train_aug"), PAPER / "voc_aug_encnet_r101.yaml",
+                                    [f"data.root={tmp_path}"]).items():
+        ids[side] = build_dataset_for(config, config.data.train_split, train=False).ids
+    assert ids["paper"] == fx.expected_train_aug()
+    assert ids["release"] == sorted(set(fx.SBD_TRAIN) | set(fx.SBD_VAL))
+    assert set(ids["release"]) & set(fx.VOC_VAL) and not set(ids["paper"]) & set(fx.VOC_VAL)
+
+
+def test_miou_classes_all_counts_an_absent_class_as_zero(ledger):
+    from encnet.experiment import build_metric
+
+    target = torch.tensor([[0, 0, 1, 1]])
+    pred = torch.tensor([[0, 1, 1, 1]])  # class 2 of 3 is neither labelled nor predicted
+    iou0, iou1 = 1 / 2, 2 / 3  # TP/(TP+FP+FN): class 0: 1/(1+0+1); class 1: 2/(2+1+0)
+    results = {}
+    for side, config in configs_for(ledger.get("miou_classes"), DEMO).items():
+        metric = build_metric(config, 3)
+        metric.update(pred, target)
+        results[side] = metric.compute()["mIoU"]
+    assert results["paper"] == pytest.approx(100 * (iou0 + iou1) / 2)
+    assert results["release"] == pytest.approx(100 * (iou0 + iou1 + 0) / 3)
+
+
+def test_checkpoint_selection_logs_the_releases_best_by_mean_of_pixacc_and_miou():
+    from encnet.metrics import best_validation
+
+    records = [{"epoch": 1, "loss": 1.0},
+               {"epoch": 2, "val_pixAcc": 70.0, "val_mIoU": 30.0},   # 50
+               {"epoch": 3, "val_pixAcc": 60.0, "val_mIoU": 44.0},   # 52
+               {"epoch": 4, "val_pixAcc": 64.0, "val_mIoU": 40.0},   # 52: a tie keeps the earlier one (strict >)
+               {"epoch": 5, "val_pixAcc": 80.0, "val_mIoU": 20.0}]   # 50
+    assert best_validation(records) == {"best_val_epoch": 3, "best_val_pixAcc": 60.0, "best_val_mIoU": 44.0}
+    assert best_validation(records[:1]) == {}
+    entry = load_ledger().get("checkpoint_selection")
+    assert entry.kind == "reporting" and entry.switch is None and "best_val_epoch" in entry.note
+
+
+# --------------------------------------------------------------------------------------------------- --follow
+
+
+def test_follow_release_puts_a_config_on_v050s_side_of_every_entry_that_applies(ledger):
+    from encnet.discrepancies import entry_sides, follow_overrides
+
+    def followed(side, name, overrides=()):
+        path = PAPER / f"{name}.yaml"
+        added = [o for c in follow_overrides(ledger, side, path, list(overrides)) for o in c.overrides]
+        return load_config(path, [*overrides, *added])
+
+    pc = followed("release", "pcontext_encnet_r50")
+    assert (pc.data.scale_side, pc.data.blur_prob, pc.train.epochs, pc.model.lateral) == ("short", 0.5, 80, True)
+    assert pc.model.backbone == "resnet50s" and pc.model.pretrained.endswith("resnet50s.pth")  # paper_extra too
+    assert pc.eval.miou == "all" and pc.train.aux_weight == 0.2  # release-internal aux_weight stays
+    paper = followed("paper", "pcontext_encnet_r50")
+    assert (paper.data.scale_side, paper.data.blur_prob, paper.train.epochs, paper.data.rotate_degrees) == (
+        "long", 0.0, 50, 10.0)
+    ade = followed("release", "ade20k_encnet_r101")
+    assert (ade.train.base_lr, ade.train.epochs, ade.data.base_size, ade.data.crop_size) == (0.01, 120, 640, 576)
+    assert ade.model.backbone == "resnet101" and not ade.model.lateral  # never turned into the ResNet-50s
+    assert followed("release", "ade20k_encnet_r50").data.crop_size == 480  # ade_r101_size: the R101 only
+    voc = followed("release", "voc_aug_encnet_r101")
+    assert (voc.data.train_split, voc.data.pad_label, voc.train.epochs) == ("sbd_trainval", "background", 50)
+    assert followed("release", "pcontext_encnet_r50").data.pad_label == "ignore"  # pad_label: VOC/COCO only
+    fcn = followed("paper", "pcontext_fcn_r50")  # rejects EncNet head switches: left as it is
+    assert fcn.model.attention == "release" and fcn.data.rotate_degrees == 10.0
+    cifar = followed("release", "cifar10_encnet_32k128d")
+    assert cifar.model.cifar_block == "postact" and cifar.model.name == "EncNet-32k128d"
+    assert cifar.data.blur_prob == 0.0  # segmentation keys untouched
+    # A run's own override wins over --follow.
+    assert followed("release", "pcontext_encnet_r50", ["data.blur_prob=0.25"]).data.blur_prob == 0.25
+    # entry_sides reads the side back from the values.
+    sides = dict(entry_sides(ledger, followed("release", "pcontext_encnet_r50")))
+    assert sides["scale_side"].startswith("release") and sides["blur"].startswith("release")
+    assert dict(entry_sides(ledger, load_config(PAPER / "pcontext_encnet_r50.yaml")))["blur"].startswith("paper")

@@ -14,11 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 NAMES = ["ablation", "se_weight", "codewords", "pcontext", "voc", "ade20k"]
 
 
-def dry_run_blocks(capsys, name, profile, runs_root):
-    assert main(name, ["--profile", profile, "--dry-run", "--runs-root", str(runs_root)]) == 0
+def dry_run_blocks(capsys, name, profile, runs_root, *extra):
+    assert main(name, ["--profile", profile, "--dry-run", "--runs-root", str(runs_root), *extra]) == 0
     out = capsys.readouterr().out
     blocks = re.split(r"\n(?=\[(?:to run|done|partial)\] )", out.split("\n", 1)[1].strip())
-    return out, [b for b in blocks if b]
+    return out, [b for b in blocks if b.startswith("[")]  # the ledger's side block comes first
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -42,6 +42,30 @@ def test_paper_dry_run_lists_the_papers_settings_for_every_run(capsys, tmp_path,
         assert all("se_loss=False" in block for block in blocks)  # Figure 5's K sweep: without SE-loss (inferred)
     if name in ("ablation", "pcontext", "ade20k", "voc"):
         assert "ms_scales=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75] flip=True" in out
+
+
+def test_dry_runs_show_the_v050_recipe_with_follow_release_and_each_entrys_side(capsys, tmp_path):
+    out, blocks = dry_run_blocks(capsys, "ablation", "paper", tmp_path)
+    assert re.search(r"scale_side +data\.scale_side +release = short", out)
+    assert re.search(r"blur +data\.blur_prob +paper = 0\.0", out)
+    assert all("scale_side=short" in b and "blur_prob=0.0" in b and "ledger: " in b for b in blocks)
+    out, blocks = dry_run_blocks(capsys, "ablation", "paper", tmp_path, "--follow", "release")
+    assert re.search(r"blur +data\.blur_prob +release = 0\.5", out)
+    assert all("blur_prob=0.5" in b and "scale_side=short" in b and "miou=all" in b for b in blocks)
+    out, blocks = dry_run_blocks(capsys, "ade20k", "paper", tmp_path, "--follow", "release")
+    assert all("base_lr=0.01" in b and "epochs=120" in b for b in blocks)
+    out, blocks = dry_run_blocks(capsys, "ablation", "paper", tmp_path, "--follow", "paper")
+    assert all("scale_side=long" in b and "rotate_degrees=10.0" in b and "blur_prob=0.0" in b for b in blocks)
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_follow_changes_runs_only_when_asked(tmp_path, profile):
+    exp = experiments(profile)["ablation"]
+    plain = [r.run_dir for r in plan(exp, profile, (0,), tmp_path)[0]]
+    # No --follow: the configs as they are (their sides are the ledger's suite_follows).
+    assert [r.run_dir for r in plan(exp, profile, (0,), tmp_path, follow=None)[0]] == plain
+    release = [r.run_dir for r in plan(exp, profile, (0,), tmp_path, follow="release")[0]]
+    assert len(release) == len(plain) and not set(release) & set(plain)  # blur is on for every run
 
 
 def test_demo_dry_run_uses_only_demo_configs_and_runs(capsys, tmp_path):
