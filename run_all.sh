@@ -4,8 +4,9 @@
 #   bash run_all.sh                                            # demo profile: generated data, CPU, < 15 min
 #   bash run_all.sh --profile paper --data-root /data --gpus 8 # the paper's protocol on the real datasets
 #   bash run_all.sh --profile paper --dry-run                  # list every paper run with its settings
+#   bash run_all.sh --profile paper --follow release --dry-run # ... on release v0.5.0's side of every ledger entry
 #
-# Any other option (--seeds, --runs-root, --from-logs, ...) is passed to every reproduce/*.py script.
+# Any other option (--follow, --seeds, --runs-root, --from-logs, ...) is passed to every reproduce/*.py script.
 # Rerunning resumes: finished runs are reused, unfinished ones continue from their last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
     esac
 done

@@ -47,11 +47,16 @@ class ModelConfig:
     """Which network to build; for segmentation the arguments of ``encnet.models.build_model``."""
 
     name: str = "encnet"  # encnet | fcn, or a CIFAR name such as "EncNet-32k128d" for classification
+    # CIFAR networks only: the paper's pre-activation blocks or the release's post-activation ones (§3.5).
+    cifar_block: Literal["preact", "postact"] = "preact"
     backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny | resnet_tiny_deep
     pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
-    num_codes: int = 32
+    num_codes: int = 32  # K codewords; 0: global average pooling in place of the Encoding Layer (Figure 5)
     se_loss: bool = True
-    aux: bool = True
+    aux: bool = True  # the auxiliary head on layer3 on/off; aux_head says which one
+    # fcn: the release's FCN head (CE, weight train.aux_weight); se: the paper's stage-3 Context Encoding Module
+    # trained by an SE-loss (weight train.se_weight, EncNet only; PAPER.md §2, ledger entry aux_head)
+    aux_head: Literal["fcn", "se"] = "fcn"
     lateral: bool = False
     attention: str = "release"  # release: ReLU(x + x·γ); paper: x·γ (PAPER.md §2)
     # Start from a whole trained model: a run folder or checkpoint file (the VOC stages of PAPER.md §5).
@@ -70,6 +75,14 @@ class DataConfig:
     scale_min: float = 0.5
     scale_max: float = 2.0
     rotate_degrees: float = 0.0  # the paper mentions ±10°; the released code does not rotate
+    # Which side the random scale sets to randint(scale_min·base, scale_max·base): release v0.5.0 (the recipe
+    # behind the model-zoo weights) scales the short side, today's release the long side (ledger: scale_side).
+    scale_side: Literal["long", "short"] = "long"
+    # Probability of v0.4.2–v0.5.x's PIL Gaussian blur, radius U(0, 1), after the crop (ledger: blur).
+    blur_prob: float = 0.0
+    # What padding up to the crop size labels: the ignore label, or background class 0 as the release's VOC and
+    # COCO datasets do (ledger: pad_label).
+    pad_label: Literal["ignore", "background"] = "ignore"
     hflip: bool = True
     workers: int = 4
     train_split: str = "train"
@@ -116,6 +129,9 @@ class EvalConfig:
     crop_size: int | None = None
     base_size: int | None = None
     stride_ratio: float = 2.0 / 3.0
+    # present: mean IoU over classes with a union (labelled or predicted); all: over every class, absent ones
+    # scoring 0, as the release's metric does (ledger: miou_classes). Equal on a full validation split.
+    miou: Literal["present", "all"] = "present"
 
 
 @dataclass
@@ -293,6 +309,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if config.task == "segmentation" and config.model.name == "fcn":
         # FCN has no SE head; resolving the flag keeps the logged config.yaml truthful (se_loss: false).
         config.model.se_loss = False
+    if config.task == "segmentation" and config.model.aux_head == "se" and not config.model.se_loss:
+        # The paper's stage-3 module exists only for its SE-loss, so the paper's EncNet "w/o SE-loss" (Table 1)
+        # has no auxiliary head at all: the no-SE rows of the tables and sweeps resolve to it, and config.yaml
+        # says so (aux: false) instead of naming a head that is not built.
+        config.model.aux = False
     return config
 
 
@@ -300,8 +321,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 # models take from their name ("EncNet-32k128d" fixes K and the width): a non-default value where they mean
 # nothing would change the run id without changing the network, so it is an error. (Resolved config.yaml files
 # list every key at its default, so only values, not the keys' presence, can be checked.)
-_ENCNET_HEAD_KEYS = ("lateral", "num_codes", "attention")
-_SEGMENTATION_MODEL_KEYS = ("backbone", "pretrained", "num_codes", "se_loss", "aux", "lateral", "attention")
+_ENCNET_HEAD_KEYS = ("lateral", "num_codes", "attention", "aux_head")
+_SEGMENTATION_MODEL_KEYS = ("backbone", "pretrained", "num_codes", "se_loss", "aux", "aux_head", "lateral",
+                            "attention")
 
 
 def _check_model_keys(data: dict, source: str) -> None:

@@ -10,6 +10,9 @@ with both sides' choice, where each is stated, and the config switch (a dotted k
 - ``effects`` is pure: per entry and metric, mean ± std over seeds of each side, Δ = release − paper, the
   seed-to-seed spread, and whether |Δ| exceeds it.
 
+``follow_overrides`` is ``--follow paper|release``: the overrides that put one config on one side of every entry
+that applies to it, and ``entry_sides`` reads back which side a resolved config is on (the dry runs print both).
+
 Nothing here trains: ``encnet.reproduce_discrepancies`` (``reproduce/table_discrepancies.py``) launches the
 planned runs and writes the table.
 """
@@ -35,7 +38,10 @@ __all__ = [
     "Ledger",
     "Measurement",
     "Side",
+    "FOLLOWED_KINDS",
     "effects",
+    "entry_sides",
+    "follow_overrides",
     "format_value",
     "ledger_table",
     "load_ledger",
@@ -53,7 +59,11 @@ EFFECT_COLUMNS = ["row", "entry", "metric", "paper_mean", "paper_std", "release_
                   "n_release", "delta", "spread", "exceeds"]
 
 _ENTRY_FIELDS = {"id", "what", "kind", "switch", "paper", "release", "suite_follows", "no_effect", "not_in_demo",
-                 "paper_configs", "paper_note", "demo_scale_from", "explained_by", "note"}
+                 "paper_configs", "paper_note", "demo_scale_from", "explained_by", "note", "demo_base",
+                 "applies_to"}
+# --follow chooses a side of these kinds only. A release-internal entry's paper side is what the reported numbers
+# (and release v0.5.0's training script) used, so both --follow paper and --follow release keep it there.
+FOLLOWED_KINDS = ("paper-vs-release", "reporting")
 _SIDE_FIELDS = {"choice", "source", "value", "paper_extra", "reported"}
 
 
@@ -84,6 +94,8 @@ class Discrepancy:
     demo_scale_from: str | None = None
     explained_by: tuple[str, ...] = ()
     note: str | None = None
+    demo_base: str | None = None  # the demo config this entry starts from, when not profiles.demo.base
+    applies_to: tuple[str, ...] = ()  # config names (configs/<profile>/<name>.yaml) --follow sets it on; () all
 
     def side(self, name: str) -> Side:
         if name not in SIDES:
@@ -170,7 +182,8 @@ def _entry(data: dict, where: str) -> Discrepancy:
         suite_follows=data["suite_follows"], no_effect=data.get("no_effect"), not_in_demo=data.get("not_in_demo"),
         paper_configs=tuple(data.get("paper_configs") or ()), paper_note=data.get("paper_note"),
         demo_scale_from=data.get("demo_scale_from"), explained_by=tuple(data.get("explained_by") or ()),
-        note=data.get("note"),
+        note=data.get("note"), demo_base=data.get("demo_base"),
+        applies_to=tuple(data.get("applies_to") or ()),
     )
 
 
@@ -256,10 +269,11 @@ class Measurement:
 def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = None) -> list[Measurement]:
     """Both sides of every entry that ``profile`` measures, in ledger order.
 
-    Demo: every entry with a switch and without ``not_in_demo`` starts from ``profiles.demo.base`` plus
-    ``profiles.demo.overrides``. Paper: each entry starts from each of its ``paper_configs`` and adds its sides'
-    ``paper_extra``. Sides whose resolved configs coincide are one run folder (``encnet.runs.run_dir_for``):
-    the side the suite's defaults follow is the plain base config, shared by all entries and other tables.
+    Demo: every entry with a switch and without ``not_in_demo`` starts from its ``demo_base`` (default
+    ``profiles.demo.base``) plus ``profiles.demo.overrides``. Paper: each entry starts from each of its
+    ``paper_configs`` and adds its sides' ``paper_extra``. Sides whose resolved configs coincide are one run
+    folder (``encnet.runs.run_dir_for``): the side the suite's defaults follow is the plain base config, shared
+    by all entries (with that base) and other tables.
     """
     if profile not in ("demo", "paper"):
         raise ValueError(f"profile must be 'demo' or 'paper', found {profile!r}")
@@ -268,12 +282,12 @@ def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = 
     common = list(settings.get("overrides") or [])
     out = []
     for entry in ledger:
-        if not entry.measurable or (profile == "demo" and entry.not_in_demo):
+        if not entry.measurable or (profile == "demo" and entry.not_in_demo) or evaluation_only(entry):
             continue
         if profile == "demo":
             if "base" not in settings:
                 raise ValueError("the ledger's profiles.demo.base is missing (the demo config every entry starts from)")
-            names = [settings["base"]]
+            names = [entry.demo_base or settings["base"]]
         else:
             names = list(entry.paper_configs)
             if not names:
@@ -287,6 +301,128 @@ def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = 
                 if profile == "paper":
                     overrides += list(entry.side(side).paper_extra)
                 out.append(Measurement(row, entry.id, side, side_value(entry, side, base), base_path, tuple(overrides)))
+    return out
+
+
+def evaluation_only(entry: Discrepancy) -> bool:
+    """The switch is an evaluation setting: not part of the run id, so both sides would be one trained run."""
+    return entry.switch is not None and entry.switch.startswith("eval.")
+
+
+# ----------------------------------------------------------------------------------------------- --follow
+
+
+def _entry_task(entry: Discrepancy, configs_dir: Path) -> str:
+    """The task of the entry's paper configs: an entry never applies to the other task's configs."""
+    for name in entry.paper_configs:
+        path = configs_dir / "paper" / f"{name}.yaml"
+        if path.is_file():
+            return load_config(path).task
+    return "segmentation"
+
+
+def _resolved(entry: Discrepancy, side: str, config: Config) -> tuple[bool, Any]:
+    """(applies, value): ``side``'s value for ``config``'s dataset; a mapping without it does not apply."""
+    value = entry.side(side).value
+    if isinstance(value, dict):
+        if config.data.dataset not in value:
+            return False, None
+        return True, value[config.data.dataset]
+    return True, value
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+@dataclass(frozen=True)
+class FollowChoice:
+    """What ``--follow`` does with one entry on one config: the overrides it adds, or why it adds none."""
+
+    entry: str
+    switch: str
+    side: str
+    overrides: tuple[str, ...] = ()
+    reason: str | None = None  # set when the entry is left as the config has it
+
+
+def follow_overrides(ledger: Ledger, side: str, config_path: str | Path, overrides: Sequence[str] = (),
+                     configs_dir: str | Path | None = None) -> list[FollowChoice]:
+    """Put ``config_path`` + ``overrides`` on ``side`` of every ledger entry that applies to it.
+
+    An entry applies when it has a switch, is of a followed kind (``FOLLOWED_KINDS``) and not followed
+    both ways, its paper configs are of the config's task, the config is one of its ``applies_to`` (when set),
+    the switch is not set explicitly in ``overrides``, a dataset mapping has the config's dataset, the config's
+    value is one of the two sides' (so a ResNet-101 is never turned into the ResNet-50s), and the config accepts
+    the new value (an FCN rejects EncNet-head switches). The side's ``paper_extra`` comes along.
+    """
+    if side not in SIDES:
+        raise ValueError(f"--follow must be one of {SIDES}, found {side!r}")
+    configs_dir = Path(configs_dir) if configs_dir is not None else REPO_ROOT / "configs"
+    config_path = Path(config_path)
+    config = load_config(config_path, list(overrides))
+    explicit = {o.split("=", 1)[0].strip() for o in overrides}
+    choices = []
+    for entry in ledger:
+        if entry.switch is None or entry.suite_follows in ("both", "n/a"):
+            continue
+
+        def skip(reason: str, chosen: str = side) -> None:
+            choices.append(FollowChoice(entry.id, entry.switch, chosen, (), reason))
+
+        if entry.kind not in FOLLOWED_KINDS:
+            skip(f"{entry.kind}: stays on the side behind the reported numbers", entry.suite_follows)
+            continue
+        if _entry_task(entry, configs_dir) != config.task:
+            skip(f"a {_entry_task(entry, configs_dir)} setting")
+            continue
+        if entry.applies_to and config_path.stem not in entry.applies_to:
+            skip(f"applies to {', '.join(entry.applies_to)} only")
+            continue
+        if entry.switch in explicit:
+            skip("set explicitly by this run")
+            continue
+        applies, value = _resolved(entry, side, config)
+        if not applies:
+            skip(f"no value for dataset {config.data.dataset}")
+            continue
+        current = _get_dotted(config, entry.switch)
+        if current not in [_resolved(entry, s, config)[1] for s in SIDES]:
+            skip(f"{entry.switch}={format_value(current)} is neither side's value")
+            continue
+        if value == current and not entry.side(side).paper_extra:
+            choices.append(FollowChoice(entry.id, entry.switch, side))  # already on that side
+            continue
+        added = (f"{entry.switch}={_yaml_value(value)}", *entry.side(side).paper_extra)
+        try:
+            load_config(config_path, [*overrides, *added])
+        except ConfigError as err:
+            skip(f"the config rejects it ({err})")
+            continue
+        choices.append(FollowChoice(entry.id, entry.switch, side, added))
+    return choices
+
+
+def entry_sides(ledger: Ledger, config: Config, configs_dir: str | Path | None = None) -> list[tuple[str, str]]:
+    """(entry id, side) for every switched entry of ``config``'s task: which side its value is on.
+
+    The side is "paper", "release", "paper = release" where both sides agree for this dataset, or "neither"
+    (the value of the config itself is printed with it).
+    """
+    configs_dir = Path(configs_dir) if configs_dir is not None else REPO_ROOT / "configs"
+    out = []
+    for entry in ledger:
+        if entry.switch is None or _entry_task(entry, configs_dir) != config.task:
+            continue
+        if entry.suite_follows in ("both", "n/a") and _get_dotted(config, entry.switch) is None:
+            continue
+        values = {s: _resolved(entry, s, config) for s in SIDES}
+        if not all(applies for applies, _ in values.values()):
+            continue
+        current = _get_dotted(config, entry.switch)
+        on = [s for s in SIDES if values[s][1] == current]
+        side = " = ".join(on) if on else "neither"
+        out.append((entry.id, f"{side} ({format_value(current)})"))
     return out
 
 

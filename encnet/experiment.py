@@ -44,6 +44,9 @@ def build_dataset_for(config: Config, split: str, train: bool):
                 ignore_index=255,
                 mean=MEAN,
                 std=STD,
+                scale_side=data.scale_side,
+                blur_prob=data.blur_prob,
+                pad_label=0 if data.pad_label == "background" else 255,
             )
             if train
             else presets.SegmentationEvalPreset(mean=MEAN, std=STD)
@@ -75,12 +78,12 @@ def build_model_for(config: Config, num_classes: int) -> nn.Module:
     if config.task == "classification":
         from encnet.models.cifar import build_cifar_model
 
-        return build_cifar_model(m.name, num_classes=num_classes)
+        return build_cifar_model(m.name, num_classes=num_classes, block=m.cifar_block)
     from encnet.models import build_model
 
     return build_model(
         m.name, num_classes, backbone=m.backbone, pretrained=m.pretrained, aux=m.aux, se_loss=m.se_loss,
-        lateral=m.lateral, num_codes=m.num_codes, attention=m.attention,
+        lateral=m.lateral, num_codes=m.num_codes, attention=m.attention, aux_head=m.aux_head,
     )
 
 
@@ -124,7 +127,7 @@ def build_metric(config: Config, num_classes: int):
 
     if config.task == "classification":
         return metrics.ClassificationMetric()
-    return metrics.SegmentationMetric(num_classes, ignore_index=255)
+    return metrics.SegmentationMetric(num_classes, ignore_index=255, miou=config.eval.miou)
 
 
 def build_optimizer(model: nn.Module, config: Config) -> torch.optim.SGD:

@@ -4,8 +4,9 @@ Segmentation (PAPER.md §5): one confusion matrix over the split; pixAcc = corre
 labelled pixels; IoU_c = TP/(TP+FP+FN); mIoU = mean IoU. All values are percentages (0–100).
 
 Where this differs from the released code: the release divides by (union + ε), so a class absent from
-both predictions and labels scores IoU 0 and pulls mIoU down; here its IoU is NaN and mIoU is the
-nanmean. Over a full validation split every class occurs, and the two agree.
+both predictions and labels scores IoU 0 and pulls mIoU down; by default (``miou="present"``) its IoU is
+NaN and mIoU is the nanmean; ``miou="all"`` is the release's mean over every class (config ``eval.miou``,
+ledger entry ``miou_classes``). Over a full validation split every class occurs, and the two agree.
 
 PASCAL-Context 59 vs 60 classes is a dataset mapping, not a metric option: for "59 classes w/o
 background" the dataset maps background to the ignore label 255 and classes 1..59 to 0..58
@@ -20,7 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["SegmentationMetric", "SizeBinMetric", "ClassificationMetric", "ade20k_final_score", "all_reduce_sum"]
+__all__ = ["SegmentationMetric", "SizeBinMetric", "ClassificationMetric", "ade20k_final_score", "all_reduce_sum",
+           "best_validation"]
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -41,6 +43,28 @@ def ade20k_final_score(pix_acc: float, miou: float) -> float:
     return (pix_acc + miou) / 2.0
 
 
+def best_validation(records: list[dict]) -> dict:
+    """The release's model selection over the validation records logged so far (ledger: checkpoint_selection).
+
+    Release v0.5.0's ``train.py`` keeps ``model_best`` where (pixAcc + mIoU) / 2 on val is strictly larger
+    than before, so the first of equal scores wins. Returns ``best_val_epoch``, ``best_val_pixAcc`` and
+    ``best_val_mIoU`` (empty when no record has a validation result). The suite reports the last epoch; this
+    is logged beside it so the release's choice can be read off every run.
+    """
+    best = None
+    for record in records:
+        if "val_mIoU" not in record:
+            continue
+        score = (record["val_pixAcc"] + record["val_mIoU"]) / 2
+        if best is None or score > best[0]:
+            best = (score, record)
+    if best is None:
+        return {}
+    record = best[1]
+    return {"best_val_epoch": record["epoch"], "best_val_pixAcc": record["val_pixAcc"],
+            "best_val_mIoU": record["val_mIoU"]}
+
+
 def _to_labels(pred_or_logits: Tensor, target: Tensor) -> Tensor:
     if pred_or_logits.dim() == target.dim() + 1:
         return pred_or_logits.argmax(dim=1)
@@ -55,10 +79,14 @@ def _to_labels(pred_or_logits: Tensor, target: Tensor) -> Tensor:
 class SegmentationMetric:
     """Confusion matrix ``confusion[target, prediction]`` (int64, num_classes × num_classes).
 
-    ``device``: where the matrix lives; ``None`` follows the first ``update``'s inputs.
+    ``device``: where the matrix lives; ``None`` follows the first ``update``'s inputs. ``miou``: "present"
+    averages over classes with a union, "all" over every class (absent ones count 0, as the release).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device=None):
+    def __init__(self, num_classes: int, ignore_index: int = 255, device=None, miou: str = "present"):
+        if miou not in ("present", "all"):
+            raise ValueError(f"miou must be 'present' or 'all', found {miou!r}")
+        self.miou = miou
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.confusion = torch.zeros(
@@ -92,7 +120,7 @@ class SegmentationMetric:
         iou = torch.where(union > 0, tp / union, torch.full_like(tp, math.nan)) * 100
         labelled = conf.sum()
         pix_acc = (tp.sum() / labelled * 100).item() if labelled > 0 else math.nan
-        miou = iou.nanmean().item()
+        miou = iou.nanmean().item() if self.miou == "present" else iou.nan_to_num(0.0).mean().item()
         return {"pixAcc": pix_acc, "mIoU": miou, "IoU": iou.tolist()}
 
 

@@ -2,8 +2,9 @@
 
 An experiment is a list of rows; a row is (label, config file, overrides, evaluation, reported-row keys). Each
 (row, seed) resolves to a config and so to its run folder (``encnet.runs.run_dir_for``): two rows with the same
-resolved config are the same run, trained once — the α = 0.2 and K = 32 points of the sweeps *are* the
-ablation's EncNet run. Finished runs are reused, unfinished ones resumed from their checkpoint. Outputs are then
+resolved config are the same run, trained once — the α = 0.2 point of the SE-loss sweep *is* the ablation's
+EncNet run, and the K = 32 point of the codewords sweep (run without SE-loss) its "w/o SE-loss" run. Finished
+runs are reused, unfinished ones resumed from their checkpoint. Outputs are then
 built from the run folders and ``reported.csv`` only (``encnet.report``), so ``--from-logs`` rebuilds them
 without training.
 
@@ -40,7 +41,9 @@ PROFILES = ("demo", "paper")
 KEY_SETTINGS = (("data", "dataset"), ("data", "num_classes"), ("model", "name"), ("model", "backbone"),
                 ("data", "crop_size"), ("data", "base_size"), ("train", "batch_size"), ("model", "num_codes"),
                 ("train", "se_weight"), ("model", "se_loss"), ("train", "aux_weight"), ("model", "aux"),
-                ("train", "base_lr"), ("train", "epochs"), ("model", "init_from"))
+                ("model", "aux_head"), ("train", "base_lr"), ("train", "epochs"), ("data", "train_split"),
+                ("data", "scale_side"), ("data", "blur_prob"), ("data", "rotate_degrees"), ("data", "pad_label"), ("eval", "miou"),
+                ("model", "init_from"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Row:
     not_run_reason: str | None = None  # shown instead of a result; the run still trains when config is set
     init_from: str | None = None  # label of the row whose run (same seed) initialises this one (VOC stages)
     x: float | None = None  # position on a sweep figure
+    extra: bool = False  # a sweep point the paper did not run (labelled so; the figure marks it from the paper curve)
     comparable: bool = True  # False when the reproduced split differs from the reported one
 
 
@@ -79,7 +83,11 @@ DEMO_CONTROLS = ("IoU_ring", "IoU_cross")
 # Demo claim 2 (Encoding Layer > global average pooling): scenes that only the colour distribution tells apart.
 DEMO_MIXTURE = ("data.options.cue=mixture",)
 SE_WEIGHTS = (0.0, 0.1, 0.2, 0.4, 0.8)
-NUM_CODES = (8, 16, 32, 64)
+# Figure 5 (right): K = 0 is global average pooling in place of the Encoding Layer. The paper's own points are
+# PAPER_NUM_CODES; EXTRA_NUM_CODES are the suite's additions, marked as such in the figure's data.
+PAPER_NUM_CODES = (0, 16, 32)
+EXTRA_NUM_CODES = (8, 64)
+NUM_CODES = tuple(sorted(PAPER_NUM_CODES + EXTRA_NUM_CODES))
 CHOSEN_SE_WEIGHT, CHOSEN_NUM_CODES = 0.2, 32
 
 
@@ -147,18 +155,20 @@ def experiments(profile: str) -> dict[str, Experiment]:
                 "log2_x": False, "paper_curve": "se_weight_curve"})
     mixture = DEMO_MIXTURE if demo else ()
     codewords = Experiment(
-        "codewords", "pixAcc and mIoU against the number of codewords K (PASCAL-Context, EncNet R50)",
-        "Single-scale evaluation; the paper chose K = 32." + _demo_notes(
+        "codewords", "pixAcc and mIoU against the number of codewords K (PASCAL-Context, EncNet R50, no SE-loss)",
+        "Single-scale evaluation, EncNet without SE-loss; K = 0 is global average pooling in place of the Encoding "
+        "Layer. The paper's Figure 5 has K = 0, 16, 32 and chose K = 32; K = 8 and 64 are extra points of this "
+        "suite. Without SE-loss is inferred: the paper does not say, but its K = 32 point equals Table 1's "
+        "EncNet without SE-loss (78.1 / 47.6)." + _demo_notes(
             profile, "The demo sweep runs on context_scenes with cue=mixture: every scene's backdrop has the same "
                      "mean colour, and only which two colours it mixes tells the scene (claim 2: the Encoding "
                      "Layer against global average pooling)."),
-        tuple(Row(f"K={k}", enc50, (*mixture, f"model.num_codes={k}"), x=float(k)) for k in NUM_CODES),
-        seeds=seeds,
-        directions=tuple(Direction(f"K={k}", f"K={base}", "mIoU", controls)
-                         for base in NUM_CODES[:1] for k in NUM_CODES[1:] if base == 0),
-        figure={"xlabel": "number of codewords K", "chosen": float(CHOSEN_NUM_CODES),
-                "chosen_label": "paper: K = 32", "log2_x": True, "paper_curve": "codewords_curve",
-                "zero_label": "GAP"})
+        _codeword_rows(enc50, mixture), seeds=seeds,
+        directions=tuple(Direction(f"K={k}", "K=0", "mIoU", controls) for k in PAPER_NUM_CODES if k),
+        # Linear K axis: K = 0 has no place on a log axis.
+        figure={"xlabel": "number of codewords K (0: global average pooling)", "chosen": float(CHOSEN_NUM_CODES),
+                "chosen_label": "paper: K = 32", "log2_x": False,
+                "paper_curve": "codewords_curve", "zero_label": "GAP"})
     pcontext = Experiment(
         "pcontext", "PASCAL-Context, 60 classes with background (paper Table 2)",
         "Multi-scale + flip evaluation." + _demo_notes(
@@ -187,6 +197,23 @@ def experiments(profile: str) -> dict[str, Experiment]:
         sections=(Section("ade20k_val", "val (Table 4)"), Section("ade20k_test", "test (Table 5)")),
     )
     return {e.name: e for e in (ablation, se_weight, codewords, pcontext, voc, ade20k)}
+
+
+def _codeword_rows(config: str, data: tuple[str, ...] = ()) -> tuple[Row, ...]:
+    """Figure 5 (right) as the paper ran it, plus the suite's extra K values.
+
+    Every point is without SE-loss. The paper does not say so; it is inferred from its K = 32 point, which
+    equals Table 1's "EncNet w/o SE-loss" row (78.1 pixAcc / 47.6 mIoU), not the EncNet row (79.4 / 49.2). So
+    K = 32 here is the ablation's "w/o SE-loss" run (in the demo, ``data`` moves the sweep to its own data).
+    """
+    rows = []
+    for k in NUM_CODES:
+        overrides = (*data, "model.se_loss=false", f"model.num_codes={k}")
+        if k in PAPER_NUM_CODES:
+            rows.append(Row(f"K={k}", config, overrides, x=float(k), reported=("codewords_curve", f"K={k}")))
+        else:
+            rows.append(Row(f"K={k} (extra)", config, overrides, x=float(k), extra=True))
+    return tuple(rows)
 
 
 def _voc(profile: str, enc50: str) -> Experiment:
@@ -247,14 +274,23 @@ def _config_path(profile: str, name: str, config_root: Path) -> Path:
 
 
 def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: str | Path,
-         data_root: str | None = None, extra: Sequence[str] = (),
-         config_root: Path = CONFIG_ROOT) -> tuple[list[PlannedRun], dict[tuple[str, int], PlannedRun]]:
+         data_root: str | None = None, extra: Sequence[str] = (), config_root: Path = CONFIG_ROOT,
+         follow: str | None = None) -> tuple[list[PlannedRun], dict[tuple[str, int], PlannedRun]]:
     """Resolve every (row, seed) to its run; rows with the same resolved config share one ``PlannedRun``.
 
+    ``follow`` ("paper" or "release") puts every run on that side of each ledger entry that applies to it
+    (``encnet.discrepancies.follow_overrides``); a row's own overrides and ``extra`` keep their values. ``None``
+    keeps each config as it is, i.e. on the side each entry's ``suite_follows`` names.
     Returns the unique runs in dependency order and the (row label, seed) → run mapping.
     """
     from encnet.config import load_config
     from encnet.runs import run_dir_for
+
+    ledger = None
+    if follow is not None:
+        from encnet.discrepancies import follow_overrides, load_ledger
+
+        ledger = load_ledger()
 
     by_dir: dict[Path, PlannedRun] = {}
     by_row: dict[tuple[str, int], PlannedRun] = {}
@@ -264,6 +300,9 @@ def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: 
                 continue
             path = _config_path(profile, row.config, config_root)
             overrides = [*row.overrides, f"seed={seed}", *extra]
+            if ledger is not None:
+                overrides += [o for choice in follow_overrides(ledger, follow, path, overrides, config_root)
+                              for o in choice.overrides]
             if data_root:
                 overrides.append(f"data.root={data_root}")  # not part of the run id: a moved dataset keeps its runs
             if row.init_from:
@@ -297,6 +336,35 @@ def describe(run: PlannedRun) -> str:
     config_file = run.config_file.relative_to(REPO) if run.config_file.is_relative_to(REPO) else run.config_file
     return (f"[{status}] {run.run_dir}  (rows: {', '.join(run.rows)}; seed {run.seed}; eval {'+'.join(run.evals)})\n"
             f"    {config_file} {' '.join(run.overrides)}\n    " + " ".join(settings))
+
+
+def ledger_summary(follow: str | None) -> str:
+    """The dry run's ledger block: for every entry with a switch, the side the runs are put on and its value."""
+    from encnet.discrepancies import FOLLOWED_KINDS, format_value, load_ledger
+
+    lines = [f"ledger sides ({'--follow ' + follow if follow else 'default: each entry as the ledger says'}; "
+             "configs/discrepancies.yaml):"]
+    for e in load_ledger():
+        if e.switch is None:
+            continue
+        if e.suite_follows in ("both", "n/a"):
+            side = f"{e.suite_follows} (one config per side)"
+        elif follow is None or e.kind not in FOLLOWED_KINDS:
+            side = e.suite_follows + ("" if follow is None else f" ({e.kind}: kept)")
+        else:
+            side = follow
+        shown = e.side(side).value if side in ("paper", "release") else None
+        value = "" if shown is None else f" = {format_value(shown)}"
+        lines.append(f"  {e.id:<22} {e.switch:<20} {side}{value}")
+    return "\n".join(lines)
+
+
+def ledger_line(run: PlannedRun) -> str:
+    """Which side of each ledger entry one planned run is on (its own values decide)."""
+    from encnet.discrepancies import entry_sides, load_ledger
+
+    sides = entry_sides(load_ledger(), run.config)
+    return "    ledger: " + ", ".join(f"{entry} {side}" for entry, side in sides)
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -483,6 +551,10 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
                         help="train this many single-process runs side by side (CPU demo: one per core)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1")
+    parser.add_argument("--follow", choices=("paper", "release"), default=None,
+                        help="put every run on this side of every ledger entry (configs/discrepancies.yaml) that "
+                             "applies to it; release = v0.5.0, the recipe behind the model-zoo weights. Default: "
+                             "each entry's own side (suite_follows). --dry-run lists each entry's side")
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error(f"--gpus must be at least 1, found {args.gpus}")
@@ -523,12 +595,15 @@ def run_experiment(experiment: Experiment, args: argparse.Namespace, label: str,
     ``write(by_row, seeds)`` builds the outputs from the run logs; every reproduce script shares the rest.
     """
     seeds = tuple(args.seeds) if args.seeds else experiment.seeds
-    runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set)
+    follow = getattr(args, "follow", None)
+    runs, by_row = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set, follow=follow)
     if args.dry_run:
         print(f"{experiment.title} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} run(s), "
               f"{sum(not r.finished for r in runs)} to run")
+        print(ledger_summary(follow))
         for run in runs:
             print(describe_run(run))
+            print(ledger_line(run))
         return 0
     start = time.perf_counter()
     if not args.from_logs:

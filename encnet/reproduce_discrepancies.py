@@ -20,7 +20,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from encnet import reproduce
-from encnet.discrepancies import Measurement, effects, format_value, ledger_table, load_ledger, measurements
+from encnet.discrepancies import (Measurement, effects, evaluation_only, format_value, ledger_table, load_ledger,
+                                  measurements)
 from encnet.report.runlogs import SINGLE_SCALE, read_run
 from encnet.report.tables import output_name, output_title
 
@@ -129,6 +130,8 @@ def write(profile: str, table: pd.DataFrame, shown: pd.DataFrame, ledger, text: 
     if profile == "demo":
         parts += [f"- `{e.id}` not measured in the demo: {e.not_in_demo}." for e in ledger
                   if e.switch is not None and e.not_in_demo]
+    parts += [f"- `{e.id}` is an evaluation setting: both sides evaluate the same trained run, so this table does "
+              f"not measure it." for e in ledger if evaluation_only(e) and not (profile == "demo" and e.not_in_demo)]
     parts += [f"- `{e.id}` has no switch: {e.no_effect or e.note}." for e in ledger if e.switch is None]
     parts += ["", "## The ledger (`configs/discrepancies.yaml`)", "",
               tabulate(ledger_table(ledger), headers="keys", tablefmt="github", showindex=False,
@@ -150,15 +153,18 @@ def _main(args) -> int:
     sides = measurements(ledger, args.profile)
     seeds = tuple(args.seeds or ledger.profiles.get(args.profile, {}).get("seeds", (0, 1, 2)))
     exp = experiment(sides, seeds)
-    runs, by_row = reproduce.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set)
+    runs, by_row = reproduce.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
+                                  follow=args.follow)
     blocked = {run.run_dir: missing_weights(run) for run in runs if missing_weights(run) and not run.finished}
     skipped = [f"{', '.join(run.rows)} (seed {run.seed}) needs {blocked[run.run_dir]}" for run in runs
                if run.run_dir in blocked]
     if args.dry_run:
         print(f"{TITLE} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} distinct run(s), "
               f"{sum(not r.finished for r in runs)} to run")
+        print(reproduce.ledger_summary(args.follow))
         for run in runs:
             print(reproduce.describe(run))
+            print(reproduce.ledger_line(run))
         for entry in ledger:
             if args.profile == "paper" and entry.paper_note and any(m.entry == entry.id for m in sides):
                 print(f"note on {entry.id}: {entry.paper_note}")

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import distributed, runs
 from .config import Config, ConfigError, effective_lr, load_config, to_dict, to_yaml
 from .evaluate import evaluate_model, write_eval
+from .metrics import best_validation
 from .experiment import (build_criterion, build_dataset_for, build_metric, build_model_for, build_optimizer,
                          dataset_num_classes, load_model_weights)
 from .schedules import lr_at
@@ -106,7 +107,7 @@ def _loss_parts(config: Config, criterion, output, target):
     loss, parts = criterion(output, target)
     zero = loss.new_zeros(())
     named = {"loss": loss.detach().float()}
-    for key in ("main", "aux", "se"):
+    for key in ("main", "aux", "se", "aux_se"):
         value = parts.get(key)
         named[f"loss_{key}"] = (value.detach().float() if value is not None else zero).reshape(())
     return loss, named
@@ -231,6 +232,8 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
              f"{iters_per_epoch} iterations")
 
     last_saved = start_epoch if checkpoint is not None else None
+    # Validation records so far: the release's best-checkpoint choice is logged beside the last epoch's numbers.
+    val_history = [r for r in runs.read_jsonl(metrics_path) if "val_mIoU" in r] if ctx.is_main else []
     val_result = None
     epoch = start_epoch
     try:
@@ -245,6 +248,9 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             else:
                 val_result = None
             if ctx.is_main:
+                if "val_mIoU" in record:
+                    val_history.append(record)
+                    record.update(best_validation(val_history))
                 runs.append_jsonl(metrics_path, record)
             if last or (epoch + 1) % max(t.checkpoint_every, 1) == 0:
                 states = distributed.all_gather_objects(_rng_state(generator))

@@ -131,3 +131,19 @@ def test_size_bin_metric_counts_only_the_pixels_of_each_bin_against_a_hand_count
     outside = SizeBinMetric(3, {"small": 1}, classes=[1])
     outside.update(torch.tensor([[[1, 1]]]), torch.tensor([[[1, 255]]]), torch.tensor([[0, 1]]))
     assert math.isnan(outside.compute()["mIoU_small"])
+
+
+def test_miou_all_averages_over_every_class_present_over_classes_with_a_union():
+    # confusion[target, pred] by hand, 4 classes; class 3 never occurs; class 2 only predicted (IoU 0).
+    conf = torch.tensor([[3, 1, 0, 0], [0, 2, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    iou = [3 / 4, 2 / 4, 0.0]  # TP / (row + col − TP): 3/(4+3−3), 2/(3+3−2), 0/(0+1−0)
+    results = {}
+    for mode in ("present", "all"):
+        metric = SegmentationMetric(4, miou=mode)
+        metric.confusion = conf.clone()
+        results[mode] = metric.compute()
+    assert results["present"]["mIoU"] == pytest.approx(100 * sum(iou) / 3)
+    assert results["all"]["mIoU"] == pytest.approx(100 * sum(iou) / 4)
+    assert results["all"]["pixAcc"] == results["present"]["pixAcc"] == pytest.approx(100 * 5 / 7)
+    with pytest.raises(ValueError, match="miou"):
+        SegmentationMetric(4, miou="mean")

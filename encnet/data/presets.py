@@ -16,6 +16,7 @@ from encnet.data.transforms import (
     CIFAR10_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PILGaussianBlur,
     pad_and_random_crop,
     random_rotation,
     random_scale,
@@ -24,10 +25,12 @@ from encnet.data.transforms import (
 
 
 class SegmentationTrainPreset:
-    """Random scale of the base size, optional rotation, pad with ignore + random crop, flip, normalise.
+    """Random scale of the base size, optional rotation, pad with ignore + random crop, optional blur, flip,
+    normalise.
 
     The paper mentions a random rotation of ±10°; the released code does not rotate, hence
-    ``rotate_degrees=0`` by default (configs set ``rotate_degrees: 10`` to follow the paper).
+    ``rotate_degrees=0`` by default (configs set ``rotate_degrees: 10`` to follow the paper). Release v0.5.0's
+    recipe: ``scale_side="short"``, ``blur_prob=0.5`` and, for VOC/COCO, ``pad_label=0`` (background).
     """
 
     def __init__(
@@ -40,11 +43,16 @@ class SegmentationTrainPreset:
         ignore_index: int = IGNORE_INDEX,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        scale_side: str = "long",
+        blur_prob: float = 0.0,
+        pad_label: int | None = None,
     ):
-        steps = [random_scale(base_size, scale_range)]
+        steps = [random_scale(base_size, scale_range, scale_side)]
         if rotate_degrees:
             steps.append(random_rotation(rotate_degrees, ignore_index))
-        steps.append(pad_and_random_crop(crop_size, ignore_index))
+        steps.append(pad_and_random_crop(crop_size, ignore_index, pad_label))
+        if blur_prob:  # v0.5.0 blurs the uint8 crop, after padding and cropping
+            steps.append(PILGaussianBlur(blur_prob))
         if hflip:
             steps.append(v2.RandomHorizontalFlip(0.5))
         steps.append(to_float_and_normalize(mean, std))

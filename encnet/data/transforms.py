@@ -1,9 +1,11 @@
 """Joint image/mask building blocks on ``torchvision.transforms.v2``; ``presets.py`` composes them into recipes.
 
-Every block is a v2 built-in: v2 dispatches on the ``tv_tensors`` type, so a ``Mask`` is always resized and
-rotated with nearest-neighbour interpolation (whatever ``interpolation`` says for the image) and normalisation
+Every block but one is a v2 built-in: v2 dispatches on the ``tv_tensors`` type, so a ``Mask`` is always resized
+and rotated with nearest-neighbour interpolation (whatever ``interpolation`` says for the image) and normalisation
 and dtype conversion touch only the ``Image``. Fill values are dicts per type so padding and rotation fill the
-image with 0 and the mask with the ignore label. No hand-written transform was needed.
+image with 0 and the mask with the ignore label (or, for the release's VOC/COCO padding, background 0). The one
+hand-written transform is :class:`PILGaussianBlur`: release v0.5.0 blurs with PIL's ``GaussianBlur(radius)``,
+whose box-blur approximation v2's kernel blur does not reproduce, and whose radius may be 0.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from PIL import ImageFilter
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from encnet.data.base import IGNORE_INDEX
 
@@ -29,13 +33,47 @@ def fill(ignore_index: int = IGNORE_INDEX) -> dict:
     return {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
 
 
-def random_scale(base_size: int, scale_range: Sequence[float] = (0.5, 2.0)) -> v2.Transform:
-    """Resize so the *long* side is ``base_size · s``, s ~ U(scale_range), as the released code does.
+def random_scale(base_size: int, scale_range: Sequence[float] = (0.5, 2.0), side: str = "long") -> v2.Transform:
+    """Resize so that one side is about ``base_size · s`` for a random s in ``scale_range``.
 
-    ``ScaleJitter`` scales by ``min(base/h, base/w) · s``, which puts the long side at ``base · s``. The
-    torchvision references scale the short side instead; the released EncNet code scales the long side.
+    ``side="long"`` (today's release, v1.0+): ``ScaleJitter`` scales by ``min(base/h, base/w) · s``, s ~ U, which
+    puts the long side at ``base · s``. ``side="short"`` (release v0.5.0, which trained the model-zoo weights):
+    the short side becomes randint(int(base · s_min), int(base · s_max)), every integer equally likely, as
+    ``random.randint`` in v0.5.0's ``BaseDataset._sync_transform``; for a 4:3 image that is 4/3 larger.
     """
-    return v2.ScaleJitter(target_size=(base_size, base_size), scale_range=tuple(scale_range), antialias=True)
+    if side == "long":
+        return v2.ScaleJitter(target_size=(base_size, base_size), scale_range=tuple(scale_range), antialias=True)
+    if side == "short":
+        low, high = int(base_size * scale_range[0]), int(base_size * scale_range[1])
+        return v2.RandomShortestSize(min_size=list(range(low, high + 1)), antialias=True)
+    raise ValueError(f"scale side must be 'long' or 'short', found {side!r}")
+
+
+class PILGaussianBlur(v2.Transform):
+    """With probability ``p``, blur the image (never the mask) with PIL's ``GaussianBlur(radius)``, radius ~
+    U(0, ``max_radius``): release v0.4.2–v0.5.x ("gaussian blur as in PSP"), removed in v1.0.
+
+    The draws come from torch's generator, so a seeded run blurs the same images by the same radii.
+    """
+
+    def __init__(self, p: float = 0.5, max_radius: float = 1.0):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"blur probability must be in [0, 1], found {p}")
+        self.p, self.max_radius = p, max_radius
+
+    def make_params(self, flat_inputs) -> dict:
+        if torch.rand(()) >= self.p:
+            return {"radius": None}
+        return {"radius": float(torch.rand(())) * self.max_radius}
+
+    def transform(self, inpt, params: dict):
+        if params["radius"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        if inpt.dtype != torch.uint8:
+            raise TypeError(f"PILGaussianBlur expects a uint8 image (blur before normalising), found {inpt.dtype}")
+        blurred = F.to_pil_image(inpt.as_subclass(torch.Tensor)).filter(ImageFilter.GaussianBlur(params["radius"]))
+        return tv_tensors.wrap(F.pil_to_tensor(blurred), like=inpt)
 
 
 def random_rotation(degrees: float, ignore_index: int = IGNORE_INDEX) -> v2.Transform:
@@ -43,13 +81,17 @@ def random_rotation(degrees: float, ignore_index: int = IGNORE_INDEX) -> v2.Tran
     return v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR, fill=fill(ignore_index))
 
 
-def pad_and_random_crop(crop_size: int, ignore_index: int = IGNORE_INDEX) -> v2.Transform:
-    """Pad (image with 0, mask with ``ignore_index``) up to ``crop_size`` where needed, then crop at random.
+def pad_and_random_crop(crop_size: int, ignore_index: int = IGNORE_INDEX,
+                        pad_label: int | None = None) -> v2.Transform:
+    """Pad (image with 0, mask with ``pad_label``, default ``ignore_index``) up to ``crop_size`` where needed,
+    then crop at random.
 
     The released code pads only bottom/right; v2 pads both sides by the shortfall, so a small image can land
-    anywhere in the crop. The ignore label keeps the padding out of the loss either way.
+    anywhere in the crop. With the ignore label the padding stays out of the loss either way; the release's
+    VOC and COCO datasets pad with 0 and so train it as background (``pad_label=0``).
     """
-    return v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill(ignore_index), padding_mode="constant")
+    label = ignore_index if pad_label is None else pad_label
+    return v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill(label), padding_mode="constant")
 
 
 def to_float_and_normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Transform:

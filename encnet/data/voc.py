@@ -13,7 +13,9 @@ Layout (``python -m encnet.data.prepare pascal_voc`` writes it from the official
     ROOT/benchmark_RELEASE/dataset/{train,val}.txt
 
 ``train_aug`` (10,582 images) = (SBD train ∪ SBD val ∪ VOC train) − VOC val. Without a ``train_aug.txt`` the
-list is computed that way. Where an image has both an SBD and a VOC label, the SBD one is used (as the
+list is computed that way. ``sbd_trainval`` (11,355 images) = SBD train ∪ SBD val, the list the released code
+trains its ``pascal_aug`` stage on (``VOCaug/dataset/trainval.txt``, v0.5.0 and today). It includes VOC 2012 val
+images, so a model trained on it must not be scored on VOC val (ledger entry ``voc_train_aug``). Where an image has both an SBD and a VOC label, the SBD one is used (as the
 ``SegmentationClassAug`` folder that DeepLab and the authors' code used); images only in VOC train use VOC's.
 """
 
@@ -38,7 +40,8 @@ LAYOUT = """\
   for train_aug also: ROOT/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png (+ ImageSets/Segmentation/train_aug.txt)
                   or: ROOT/benchmark_RELEASE/dataset/{cls/<id>.mat,train.txt,val.txt} (SBD)"""
 
-SPLITS = ("train", "val", "trainval", "train_aug")
+SPLITS = ("train", "val", "trainval", "train_aug", "sbd_trainval")
+AUG_SPLITS = ("train_aug", "sbd_trainval")  # labelled from SBD (or SegmentationClassAug) where it has the image
 
 
 def prepare_command(root) -> str:
@@ -66,6 +69,13 @@ def train_aug_ids(root: Path) -> list[str]:
     return sorted(ids - set(read_split_list(sets / "val.txt", LAYOUT, fix)))
 
 
+def sbd_trainval_ids(root: Path) -> list[str]:
+    """SBD train ∪ SBD val, sorted: the released code's VOC-aug training list (it overlaps VOC 2012 val)."""
+    sbd = Path(root) / "benchmark_RELEASE" / "dataset"
+    fix = prepare_command(root)
+    return sorted({i for name in ("train.txt", "val.txt") for i in read_split_list(sbd / name, LAYOUT, fix)})
+
+
 class PascalVOC(SegmentationDataset):
     name = "pascal_voc"
     num_classes = 21
@@ -84,12 +94,14 @@ class PascalVOC(SegmentationDataset):
         self.label_table = lookup_table(256, {**{v: v for v in range(21)}, IGNORE_INDEX: IGNORE_INDEX})
 
         sets = self.devkit / "ImageSets" / "Segmentation"
-        if split != "train_aug":
+        if split not in AUG_SPLITS:
             self.ids = read_split_list(sets / f"{split}.txt", LAYOUT, prepare_command(root))
             self._label_source = {i: "voc" for i in self.ids}
             return
         aug_dir = self.devkit / "SegmentationClassAug"
-        if (sets / "train_aug.txt").is_file():
+        if split == "sbd_trainval":
+            self.ids = sbd_trainval_ids(self.root)
+        elif (sets / "train_aug.txt").is_file():
             self.ids = read_split_list(sets / "train_aug.txt", LAYOUT, prepare_command(root))
         else:
             self.ids = train_aug_ids(self.root)
