@@ -535,6 +535,21 @@ class RunComparison:
                             "pixAcc (eval)": run.evaluation.get("pixAcc", np.nan)})
         return pd.DataFrame.from_records(records).set_index("run")
 
+    def size_bins(self) -> pd.DataFrame:
+        """Per run, from its eval record: mean IoU of the scene-dependent classes near small and near large
+        objects (``mIoU_small``, ``mIoU_large``; data with size bins only) and the control classes' IoU."""
+        records = []
+        for label, run in self.runs.items():
+            record = {"run": label}
+            for key in ("mIoU_small", "mIoU_large"):
+                record[key] = run.evaluation.get(key, np.nan)
+            iou = iou_from_confusion(self.confusion[label])
+            for name in ("ring", "cross"):
+                if name in self.class_names:
+                    record[f"IoU_{name}"] = float(iou[self.class_names.index(name)])
+            records.append(record)
+        return pd.DataFrame.from_records(records).set_index("run")
+
     def confusions(self, label: str, k: int = 10) -> pd.DataFrame:
         return largest_confusions(self.confusion[label], self.class_names, k)
 

@@ -235,7 +235,7 @@ def write_tables(out: Path) -> None:
         results = collect_results(refs, FIXTURE_RUNS)
         comparison = compare(rows, ["pixAcc", "mIoU"], load_reported(), results, profile)
         write_table(comparison, "table_ablation", "Table 1", "PASCAL-Context ablation", profile, out,
-                    directions=[Direction("EncNet+SE", "FCN", "mIoU")])
+                    directions=[Direction("EncNet+SE", "FCN", "mIoU")], results=results)
         points = sweep_points(results, {"FCN": 0.0, "EncNet+SE": 0.2}, ["mIoU"], profile)
         plot_sweep(points, "figure_se_weight", "SE weight", "alpha", 0.2, "paper", profile, out)
     (out / "tables" / "benchmarks.md").write_text("# Benchmarks\n\nno profile\n")

@@ -272,7 +272,8 @@ def test_paper_rows_get_a_verdict_against_the_reported_number():
 
 def test_sweep_figure_points_match_golden_and_images_are_written(tmp_path):
     paths = build("se_weight", tmp_path)
-    assert sorted(p.name for p in paths) == ["se_weight_demo.csv", "se_weight_demo.pdf", "se_weight_demo.png"]
+    assert sorted(p.name for p in paths) == ["se_weight_demo.csv", "se_weight_demo.pdf", "se_weight_demo.png",
+                                             "se_weight_demo_directions.csv"]
     check_golden(tmp_path / "figures" / "se_weight_demo.csv", "se_weight_demo.csv")
     assert (tmp_path / "figures" / "se_weight_demo.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figures" / "se_weight_demo.pdf").read_bytes()[:4] == b"%PDF"
@@ -280,7 +281,8 @@ def test_sweep_figure_points_match_golden_and_images_are_written(tmp_path):
     missing = points[points["n"] == 0]["x"].unique().tolist()
     assert sorted(missing) == [0.1, 0.8]  # no fixture runs: gaps in the curve, named in the panel title
     codewords = build("codewords", tmp_path)
-    assert (tmp_path / "figures" / "codewords_demo.png").is_file() and len(codewords) == 3
+    assert (tmp_path / "figures" / "codewords_demo.png").is_file() and len(codewords) == 4
+    assert (tmp_path / "tables" / "codewords_demo_directions.csv") in codewords  # K = 16, 32 against K = 0
 
 
 def test_reported_csv_errors_name_the_problem(tmp_path):

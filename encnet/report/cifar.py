@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from . import runlogs
+from . import runlogs, stats
 from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
 from .figures import save_figure
 from .tables import (DIRECTION_COLUMNS, NOT_RUN, check_profile, direction_note, direction_record, ours_label, output_name, output_title,
@@ -159,7 +159,8 @@ def compare_errors(rows: Sequence[ModelRow], reported: pd.DataFrame, results: pd
             "parameters": row.parameters if row.parameters is not None else pd.NA,
             "reproduced_mean": mean,
             "reproduced_std": float(mine["value"].std(ddof=1)) if n > 1 else float("nan"),
-            "n": n, "status": "ok" if n else NOT_RUN,
+            "n": n, "ci_half_width": stats.t_interval(list(mine["value"])).half_width if n else float("nan"),
+            "status": "ok" if n else NOT_RUN,
             "runs": ";".join(mine["run_dir"]),
         }
         where = {column: (experiment, name) for column, experiment, name in row.reported}
@@ -171,12 +172,14 @@ def compare_errors(rows: Sequence[ModelRow], reported: pd.DataFrame, results: pd
             record[f"verified {column}"] = entry["verified"] if entry is not None else ""
             comparable = n and entry is not None and profile == "paper"
             record[f"delta {column}"] = mean - value if comparable else float("nan")
+            record[f"vs_reported {column}"] = (stats.reported_verdict(mean, record["ci_half_width"], value)
+                                               if comparable else "")
         records.append(record)
     return pd.DataFrame.from_records(records)
 
 
 def _sources(comparison: pd.DataFrame) -> list[str]:
-    return [c[len("reported "):] for c in comparison.columns if c.startswith("reported ")]
+    return [c[len("reported "):] for c in comparison.columns if c.startswith("reported ")]  # "reported paper"
 
 
 def display_errors(comparison: pd.DataFrame, profile: str) -> pd.DataFrame:

@@ -60,13 +60,17 @@ def reported_lines(out_dir: Path, profile: str) -> list[str]:
         if path.stem.endswith("_directions") or output_name(path.stem.removesuffix("_demo"), profile) != path.stem:
             continue
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        if "vs_reported" not in frame.columns:
-            continue
-        for _, line in frame[frame["vs_reported"].astype(str).isin([stats.WITHIN, stats.ABOVE, stats.BELOW])].iterrows():
-            tolerance = stats.reported_tolerance(float(line["ci_half_width"]))
-            lines.append(f"{line['vs_reported']:>7}  {line['row']} {line['metric']}: reported {line['reported']:.2f}, "
-                         f"this run {line['reproduced_mean']:.2f} (Δ {line['delta']:+.2f}, tolerance ±{tolerance:.2f}, "
-                         f"n = {int(line['n'])})   [{path.stem}]")
+        # Segmentation tables: one "vs_reported" per (row, metric); CIFAR: one "vs_reported <source>" per source.
+        for column in [c for c in frame.columns if c == "vs_reported" or c.startswith("vs_reported ")]:
+            source = column[len("vs_reported"):]
+            judged = frame[frame[column].astype(str).isin([stats.WITHIN, stats.ABOVE, stats.BELOW])]
+            for _, line in judged.iterrows():
+                tolerance = stats.reported_tolerance(float(line["ci_half_width"]))
+                metric = line["metric"] if "metric" in line else "error"
+                lines.append(f"{line[column]:>7}  {line['row']} {metric}{source}: reported "
+                             f"{line['reported' + source]:.2f}, this run {line['reproduced_mean']:.2f} "
+                             f"(Δ {line['delta' + source]:+.2f}, tolerance ±{tolerance:.2f}, n = {int(line['n'])})"
+                             f"   [{path.stem}]")
     return lines
 
 
