@@ -26,12 +26,15 @@ class SegmentationOutput(NamedTuple):
     se: Tensor | None  # B×num_classes "class present" logits; None when se_loss is off
 
 
-def _upsample(logits: Tensor, size) -> Tensor:
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def _upsample(logits: Tensor, size, align_corners: bool = False) -> Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
 
 
 class _SegmentationModel(nn.Module):
     backbone: nn.Module
+    # The release upsampled the heads' logits with align_corners=True; encnet.models.published sets it for
+    # the release's checkpoints. Not a parameter: it does not change the state dict.
+    align_corners: bool = False
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()
@@ -53,8 +56,8 @@ class FCN(_SegmentationModel):
     def forward(self, x: Tensor) -> SegmentationOutput:
         size = x.shape[-2:]
         _, _, c3, c4 = self.backbone(x)
-        out = _upsample(self.head(c4), size)
-        aux = _upsample(self.aux_head(c3), size) if self.aux_head is not None else None
+        out = _upsample(self.head(c4), size, self.align_corners)
+        aux = _upsample(self.aux_head(c3), size, self.align_corners) if self.aux_head is not None else None
         return SegmentationOutput(out, aux, None)
 
 
@@ -84,8 +87,8 @@ class EncNet(_SegmentationModel):
         size = x.shape[-2:]
         _, c2, c3, c4 = self.backbone(x)
         out, se = self.head(c4, c2, c3)
-        aux = _upsample(self.aux_head(c3), size) if self.aux_head is not None else None
-        return SegmentationOutput(_upsample(out, size), aux, se)
+        aux = _upsample(self.aux_head(c3), size, self.align_corners) if self.aux_head is not None else None
+        return SegmentationOutput(_upsample(out, size, self.align_corners), aux, se)
 
 
 _ENCNET_ONLY_DEFAULTS = {"se_loss": True, "lateral": False, "num_codes": 32, "attention": "release"}
