@@ -35,12 +35,14 @@ NUM_CLASSES, K = 5, 4
 class _Layout:
     """A state dict being written module by module with random tensors (float64)."""
 
-    def __init__(self, seed: int, track: bool = True):
+    def __init__(self, seed: int, track: bool = True, shapes_only: bool = False):
         self.sd: dict[str, torch.Tensor] = {}
         self.g = torch.Generator().manual_seed(seed)
-        self.track = track
+        self.track, self.shapes_only = track, shapes_only
 
     def _rand(self, *shape, scale=1.0, offset=0.0):
+        if self.shapes_only:  # full-size layouts: only names and shapes are checked
+            return torch.zeros(*shape, dtype=torch.float32)
         return torch.randn(*shape, generator=self.g, dtype=torch.float64) * scale + offset
 
     def conv(self, name, cin, cout, k, bias=False):
@@ -52,7 +54,7 @@ class _Layout:
         self.sd[f"{name}.weight"] = self._rand(c, scale=0.2, offset=1.0)
         self.sd[f"{name}.bias"] = self._rand(c, scale=0.1)
         self.sd[f"{name}.running_mean"] = self._rand(c, scale=0.1)
-        self.sd[f"{name}.running_var"] = torch.rand(c, generator=self.g, dtype=torch.float64) + 0.5
+        self.sd[f"{name}.running_var"] = self._rand(c).abs() + 0.5
         if self.track:
             self.sd[f"{name}.num_batches_tracked"] = torch.tensor(7)
 
@@ -62,7 +64,7 @@ class _Layout:
 
     def encoding(self, name, c, k):
         self.sd[f"{name}.codewords"] = self._rand(k, c, scale=0.5)
-        self.sd[f"{name}.scale"] = -torch.rand(k, generator=self.g, dtype=torch.float64) * 0.2 - 0.01
+        self.sd[f"{name}.scale"] = -self._rand(k, scale=0.1).abs() - 0.01
 
 
 def _resnet_layers(lay: _Layout, prefix: str, inplanes: int, planes=PLANES, blocks=BLOCKS) -> None:
@@ -79,9 +81,9 @@ def _resnet_layers(lay: _Layout, prefix: str, inplanes: int, planes=PLANES, bloc
 
 
 def release_state(kind="encnet", lateral=True, se=True, aux=True, stem=RELEASE_STEM, planes=PLANES, blocks=BLOCKS,
-                  num_classes=NUM_CLASSES, k=K, seed=0, track=True) -> dict:
+                  num_classes=NUM_CLASSES, k=K, seed=0, track=True, shapes_only=False) -> dict:
     """The release's EncNet/FCN (v0.5.0 base.py + encnet.py/fcn.py + dilated/resnet.py deep_base) state dict."""
-    lay = _Layout(seed, track)
+    lay = _Layout(seed, track, shapes_only)
     w0, w1, w2 = stem
     lay.conv("pretrained.conv1.0", 3, w0, 3), lay.bn("pretrained.conv1.1", w0)
     lay.conv("pretrained.conv1.3", w0, w1, 3), lay.bn("pretrained.conv1.4", w1)
@@ -112,9 +114,9 @@ def release_state(kind="encnet", lateral=True, se=True, aux=True, stem=RELEASE_S
 
 
 def mmseg_state(lateral=True, se=True, aux=True, stem=V1C_STEM, planes=PLANES, blocks=BLOCKS,
-                num_classes=NUM_CLASSES, k=K, seed=1) -> dict:
+                num_classes=NUM_CLASSES, k=K, seed=1, shapes_only=False) -> dict:
     """mmsegmentation's EncoderDecoder(ResNetV1c, EncHead, FCNHead aux) state dict."""
-    lay = _Layout(seed)
+    lay = _Layout(seed, shapes_only=shapes_only)
     w0, w1, w2 = stem
     lay.conv("backbone.stem.0", 3, w0, 3), lay.bn("backbone.stem.1", w0)
     lay.conv("backbone.stem.3", w0, w1, 3), lay.bn("backbone.stem.4", w1)
@@ -390,11 +392,10 @@ def test_export_mmseg_round_trips_and_matches_mmseg_equations():
 
 
 def test_real_resnet50_layouts_load_into_the_paper_configs(tmp_path):
-    full = dict(planes=(64, 128, 256, 512), blocks=(3, 4, 6, 3), k=32)
+    full = dict(planes=(64, 128, 256, 512), blocks=(3, 4, 6, 3), k=32, shapes_only=True)
     path = tmp_path / "encnet_resnet50s_pcontext-4de91d59.pth"
     # 2018 files: torch's legacy (non-zip) format
-    torch.save({k: v.float() for k, v in release_state(stem=(64, 64, 128), num_classes=59, **full).items()}, path,
-               _use_new_zipfile_serialization=False)
+    torch.save(release_state(stem=(64, 64, 128), num_classes=59, **full), path, _use_new_zipfile_serialization=False)
     loaded = load_published(path, load_config(REPO / "configs/paper/pcontext_encnet_r50.yaml"))
     assert loaded.model_config.backbone == "resnet50s" and loaded.model_config.lateral is True
     assert loaded.report.config_changes["backbone"] == ("resnet50", "resnet50s")
@@ -402,7 +403,7 @@ def test_real_resnet50_layouts_load_into_the_paper_configs(tmp_path):
     assert loaded.model.align_corners is True
 
     path = tmp_path / "encnet_r50-d8_512x512_80k_ade20k_20200622_042412-44b46b04.pth"
-    sd = {k: v.float() for k, v in mmseg_state(lateral=False, stem=(32, 32, 64), num_classes=150, **full).items()}
+    sd = mmseg_state(lateral=False, stem=(32, 32, 64), num_classes=150, **full)
     torch.save({"meta": {"CLASSES": ("wall", "building")}, "state_dict": sd}, path)
     loaded = load_published(path, load_config(REPO / "configs/paper/ade20k_encnet_r50.yaml"))
     assert loaded.report.source == "mmseg" and loaded.model_config.backbone == "resnet50v1c"
