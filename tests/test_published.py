@@ -505,3 +505,46 @@ def test_table_published_without_weights_lists_the_files(tmp_path, capsys):
         assert entry.expected() in out
     assert "79.2" in out and "41.17" in out and "not found" in out
     assert not (tmp_path / "tables").exists()
+
+
+def test_evaluate_cli_with_weights_and_no_run_folder(tmp_path, capsys, monkeypatch):
+    """``python -m encnet.evaluate --weights`` on our own checkpoint (the demo's tiny EncNet), under the suite's
+    protocol and mmseg's, writes eval.json with the protocol and the load report; --export mmseg writes a file
+    that loads back as mmseg."""
+    from encnet.evaluate import main
+    from encnet.experiment import build_dataset_for, build_model_for, dataset_num_classes
+
+    config_path = REPO / "configs/demo/context_scenes_encnet.yaml"
+    sets = ["data.options.num_val=2", "data.options.num_train=2", f"data.root={tmp_path / 'data'}"]
+    config = load_config(config_path, sets)
+    # mmseg's 2048×512 bound would blow the 64² demo images up to 512²: a demo-sized bound, same code path
+    from dataclasses import replace
+
+    from encnet import protocols
+
+    small = replace(protocols.PROTOCOLS["mmseg"], mmseg={"ratios": [0.75, 1.0], "flip": True, "mode": "whole",
+                                                         "scale": [64, 64]})
+    monkeypatch.setitem(protocols.PROTOCOLS, "mmseg", small)
+    torch.manual_seed(0)
+    num_classes = dataset_num_classes(config, build_dataset_for(config, "val", train=False))
+    model = build_model_for(config, num_classes)
+    weights = tmp_path / "ours.pt"
+    torch.save({"model": model.state_dict(), "epoch": 3}, weights)
+    for protocol in ("suite", "mmseg"):
+        out = tmp_path / protocol
+        rc = main(["--weights", str(weights), "--source", "encnet", "--config", str(config_path), "--protocol",
+                   protocol, "--out-dir", str(out), "--device", "cpu", "--set", *sets])
+        assert rc == 0
+        record = __import__("json").loads((out / "eval.json").read_text())
+        assert record["protocol"]["name"] == protocol and record["weights"]["source"] == "encnet"
+        assert 0 <= record["mIoU"] <= 100 and (out / "config.yaml").is_file()
+        assert f"(protocol: {protocol})" in capsys.readouterr().out
+    assert record["settings"]["accumulate"] == "softmax"
+    exported = tmp_path / "ours_mmseg.pth"
+    assert main(["--weights", str(weights), "--config", str(config_path), "--export", "mmseg",
+                 "--export-to", str(exported)]) == 0
+    state, skipped = read_checkpoint(exported)
+    assert pub.detect_source(state) == "mmseg" and skipped == []
+    copy = build_model_for(config, num_classes)
+    load_state(copy, state, "mmseg")
+    assert all(torch.equal(copy.state_dict()[k], v) for k, v in model.state_dict().items())
