@@ -29,6 +29,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEFAULT_TABLE = REPO_ROOT / "tables" / "benchmarks.md"
+DEFAULT_COST_TABLE = REPO_ROOT / "tables" / "paper_cost.md"
 
 # Running as `python bench/<name>.py` puts bench/ (not the repo root) on sys.path; an editable install
 # makes `encnet` importable anyway, this keeps a plain checkout working too.
@@ -212,10 +213,11 @@ def write_results(args: argparse.Namespace, name: str, device: torch.device, pay
     os.replace(tmp, path)
     print(f"\nwrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
     if results_dir.resolve() == DEFAULT_RESULTS_DIR.resolve():
-        from encnet.report.benchmarks import write_benchmarks_table
+        from encnet.report.benchmarks import write_benchmarks_table, write_paper_cost_table
 
         table = write_benchmarks_table(results_dir, DEFAULT_TABLE)
-        print(f"rebuilt {table.relative_to(REPO_ROOT)}")
+        cost = write_paper_cost_table(results_dir, DEFAULT_COST_TABLE, REPO_ROOT / "configs" / "paper")
+        print(f"rebuilt {table.relative_to(REPO_ROOT)} and {cost.relative_to(REPO_ROOT)}")
     return path
 
 

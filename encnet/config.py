@@ -47,6 +47,8 @@ class ModelConfig:
     """Which network to build; for segmentation the arguments of ``encnet.models.build_model``."""
 
     name: str = "encnet"  # encnet | fcn, or a CIFAR name such as "EncNet-32k128d" for classification
+    # CIFAR networks only: the paper's pre-activation blocks or the release's post-activation ones (§3.5).
+    cifar_block: Literal["preact", "postact"] = "preact"
     backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny
     pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
     num_codes: int = 32
@@ -94,7 +96,9 @@ class TrainConfig:
     poly_power: float = 0.9
     se_weight: float = 0.2
     aux_weight: float = 0.2
-    amp: bool = False  # CUDA only; ignored with a warning on CPU
+    amp: bool = False  # CUDA only; ignored with a warning on CPU. The release trained in float32 (ledger)
+    # NHWC activations and weights: faster convolutions on tensor-core GPUs, the same function up to rounding.
+    channels_last: bool = False
     syncbn: bool = True  # converted only when more than one process trains
     checkpoint_every: int = 1  # epochs; the last epoch is always checkpointed
     val_every: int = 1  # epochs between single-scale monitoring evaluations; 0: only after the last epoch

@@ -75,7 +75,7 @@ def build_model_for(config: Config, num_classes: int) -> nn.Module:
     if config.task == "classification":
         from encnet.models.cifar import build_cifar_model
 
-        return build_cifar_model(m.name, num_classes=num_classes)
+        return build_cifar_model(m.name, num_classes=num_classes, block=m.cifar_block)
     from encnet.models import build_model
 
     return build_model(

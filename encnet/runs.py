@@ -56,6 +56,9 @@ DONE = "DONE"
 # change the run id either: a new protocol evaluates the same trained run.
 _NOT_IN_HASH = {("data", "root"), ("data", "workers"), ("train", "checkpoint_every")}
 _SECTIONS_NOT_IN_HASH = ("eval",)
+# Switches added after runs existed: off, they leave the run id as it was; on, they change it (channels_last
+# changes the rounding of convolutions, so its runs are not bitwise those without it).
+_HASHED_ONLY_WHEN_ON = (("train", "channels_last"),)
 
 
 def _init_identity(init_from: str) -> str:
@@ -73,6 +76,9 @@ def config_hash(config: Config, length: int = 8) -> str:
         data[section].pop(key, None)
     for section in _SECTIONS_NOT_IN_HASH:
         data.pop(section, None)
+    for section, key in _HASHED_ONLY_WHEN_ON:
+        if not data[section].get(key):
+            data[section].pop(key, None)
     if data["model"].get("init_from"):
         data["model"]["init_from"] = _init_identity(data["model"]["init_from"])
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -169,6 +169,8 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
 
         model = convert_sync_batchnorm(model)
     model.to(ctx.device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -286,6 +288,8 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
         from tqdm import tqdm
 
         progress = tqdm(total=iters_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
     start = time.perf_counter()
     seen = 0
     for i, (images, targets) in enumerate(loader):
@@ -294,6 +298,8 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
         for group in optimizer.param_groups:
             group["lr"] = current * group["lr_mult"]
         images = images.to(ctx.device, non_blocking=True)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = targets.to(ctx.device, non_blocking=True)
         with torch.autocast(ctx.device.type, enabled=use_amp):
             output = model(images)
@@ -323,6 +329,8 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
         progress.close()
     record = {"epoch": epoch + 1, "iter": (epoch + 1) * iters_per_epoch, "lr": current,
               "images_per_s": seen / seconds, "epoch_time_s": seconds}
+    if ctx.device.type == "cuda":  # what sizes a run: this process's peak, weights and optimizer state included
+        record["peak_memory_MiB"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
     for key, value in totals.items():
         if key == "train_errors":
             record["train_top1_error"] = 100.0 * value / seen

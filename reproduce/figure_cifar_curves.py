@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""CIFAR-10 (paper §4.4, PAPER.md §7): train and test error per epoch of EncNet-32k128d, SE-ResNet-64d and
-ResNet-64d, mean ± std over seeds, from the runs' metrics.jsonl. Writes figures/cifar_curves[_demo].{png,pdf,csv}.
+"""CIFAR-10 (paper §3.5, PAPER.md §7): train and test error per epoch of ResNet-64d, SE-ResNet-64d,
+EncNet-16k64d and EncNet-32k128d, mean ± std over seeds, from the runs' metrics.jsonl. Writes
+figures/cifar_curves[_demo].{png,pdf,csv}.
 
 The runs are reproduce/table_cifar10.py's (the same configs, seeds and run folders): whichever script runs
 first trains them, the other only reads the logs.

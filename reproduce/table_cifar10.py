@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""CIFAR-10 (paper §4.4, Table 6): top-1 test error and parameters of EncNet-32k128d, SE-ResNet-64d and
-ResNet-64d, reported vs reproduced. Writes tables/cifar10[_demo].{md,csv,tex}; reproduce/figure_cifar_curves.py
+"""CIFAR-10 (paper §3.5, Table 6): top-1 test error and parameters of ResNet-64d, SE-ResNet-64d, EncNet-16k64d
+and EncNet-32k128d, reported vs reproduced (last epoch; the best logged epoch, as the release reports, beside it).
+Writes tables/cifar10[_demo].{md,csv,tex}; reproduce/figure_cifar_curves.py
 draws the same runs' train/test error per epoch.
 
 Trains only the runs that are missing (finished runs are reused, unfinished ones resumed), then rebuilds the

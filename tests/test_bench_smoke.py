@@ -144,3 +144,56 @@ def test_naive_encoding_matches_formula_and_ours():
     with torch.no_grad():
         torch.testing.assert_close(bench.naive_encoding(x, enc.codewords, enc.scale), expected)
         torch.testing.assert_close(enc(x), expected)
+
+
+# ------------------------------------------- issue 16: the data pipeline and the GPU suite, --quick on the CPU
+
+
+@pytest.fixture(scope="module")
+def perf_results(tmp_path_factory) -> Path:
+    """bench/data_pipeline.py --quick and bash bench/gpu_suite.sh --quick, side by side, into one folder."""
+    out = tmp_path_factory.mktemp("perf_results")
+    commands = {
+        "data_pipeline": [sys.executable, str(BENCH / "data_pipeline.py"), "--quick", "--results-dir", str(out)],
+        "gpu_suite": ["bash", str(BENCH / "gpu_suite.sh"), "--quick", "--results-dir", str(out)],
+    }
+    procs = {name: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, cmd in commands.items()}
+    failures = []
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=400)
+        if proc.returncode != 0:
+            failures.append(f"{name} --quick exited {proc.returncode}:\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    assert not failures, "\n\n".join(failures)
+    return out
+
+
+def test_data_pipeline_quick(perf_results):
+    record = read(perf_results, "data_pipeline")
+    assert record["quick"] is True and MACHINE_KEYS <= record["machine"].keys()
+    assert [r["path"] for r in record["rows"]] == ["pil", "pil+v2", "torchvision+v2"]
+    assert all(r["images_per_s_per_worker"] > 0 for r in record["rows"])
+    assert record["equality"]["decode_max_abs_diff"] == 0 and record["equality"]["sample_max_abs_diff"] == 0
+    assert record["fastest_equal_path"] in ("pil+v2", "torchvision+v2")
+    estimates = record["tables"][0]["rows"]
+    assert estimates and all(r["kind"].startswith("ESTIMATE") and r["workers_per_gpu"] >= 1 for r in estimates)
+    assert all(t["pass"] for t in record["targets"])
+
+
+def test_gpu_suite_quick(perf_results):
+    step = read(perf_results, "train_step")
+    settings = {(r["model"], r["precision"], r["channels_last"]) for r in step["rows"]}
+    assert settings == {(m, p, c) for m in ("fcn", "encnet") for p in ("fp32", "bf16") for c in (False, True)}
+    assert all(r["step_s"] > 0 for r in step["rows"]) and not step["skipped"]
+    enc = read(perf_results, "encoding_amp")
+    assert {(r["impl"], r["precision"]) for r in enc["rows"]} == {
+        (i, p) for i in ("ours", "naive", "floor") for p in ("fp32", "bf16")}
+    syncbn = {r["tensors"]: r for r in read(perf_results, "syncbn_cuda")["rows"]}
+    assert syncbn["cuda:0"]["note"] == "n/a (no CUDA)"
+    errors = [v for k, v in syncbn["cpu"].items() if k.startswith("max_abs_error")]
+    assert len(errors) == 4 and max(errors) < 1e-4
+    training = read(perf_results, "paper_training")
+    assert training["rows"][-1]["iterations"] == 2 and training["rows"][-1]["images_per_s"] > 0
+    # Quick CPU runs never reach the tables.
+    text = build_benchmarks_markdown(load_results(perf_results))
+    assert "## train_step" not in text and "quick-run result(s) left out" in text

@@ -31,15 +31,16 @@ REPORTED = GOLDEN / "reported_fixture.csv"  # frozen: corrections to the live re
 
 
 from encnet import reproduce_cifar as script
-PAPER_MODELS = [paper for paper, _, _ in script.MODELS]
 FIXTURE_RUNS = {
     "demo": {"EncNet-32k128d": ["cifar10_encnet_32k128d/seed0-fmtenc", "cifar10_encnet_32k128d/seed1-fmtenc"],
              "SE-ResNet-64d": ["cifar10_se_resnet_64d/seed0-fmtse", "cifar10_se_resnet_64d/seed1-fmtse"],
-             "ResNet-64d": ["cifar10_resnet_64d/seed0-fmtunfinished"]},
+             "ResNet-64d": ["cifar10_resnet_64d/seed0-fmtunfinished"],
+             "EncNet-16k64d": ["cifar10_encnet_16k64d/seed0-missing"]},
     # Only EncNet ran; the baselines' folders do not exist.
     "paper": {"EncNet-32k128d": ["cifar10_encnet_32k128d/seed0-fmtenc"],
               "SE-ResNet-64d": ["cifar10_se_resnet_64d/seed0-missing"],
-              "ResNet-64d": ["cifar10_resnet_64d/seed0-missing"]},
+              "ResNet-64d": ["cifar10_resnet_64d/seed0-missing"],
+              "EncNet-16k64d": ["cifar10_encnet_16k64d/seed0-missing"]},
 }
 
 
@@ -74,7 +75,9 @@ def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
     assert table.loc["SE-ResNet-16d", "reproduced_mean"] == pytest.approx(46.0)
     assert table.loc["SE-ResNet-16d", "reproduced_std"] == pytest.approx(math.sqrt(8), abs=1e-4)
     # The direction check run_all's summary reads: SE-ResNet 46 − EncNet 41 = +5 > the larger std √8.
-    check = pd.read_csv(tmp_path / "tables" / "cifar10_demo_directions.csv").iloc[0]
+    checks = pd.read_csv(tmp_path / "tables" / "cifar10_demo_directions.csv").set_index("claim")
+    assert pd.isna(checks.loc["EncNet-4k16d < SE-ResNet-16d (test error)", "holds"])  # not run
+    check = checks.loc["EncNet-8k16d < SE-ResNet-16d (test error)"]
     assert check["reproduced_gap"] == pytest.approx(5.0) and bool(check["holds"])
     assert check["spread"] == pytest.approx(math.sqrt(8), abs=1e-4)
     # The stopped run (no DONE, no eval.json) is "not run", never a number.
@@ -82,11 +85,16 @@ def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
     # Demo runs measure generated textures, not CIFAR-10: no Δ against the paper.
     assert table[["delta paper", "delta model zoo"]].isna().all().all()
     assert table.loc["EncNet-8k16d", "paper_model"] == "EncNet-32k128d"
-    for name in ("EncNet-8k16d", "SE-ResNet-16d", "ResNet-16d"):
+    for name in ("EncNet-8k16d", "EncNet-4k16d", "SE-ResNet-16d", "ResNet-16d"):
         assert table.loc[name, "parameters"] == count_parameters(build_cifar_model(name))
+    assert list(table.index) == ["ResNet-16d", "SE-ResNet-16d", "EncNet-4k16d", "EncNet-8k16d"]  # Table 6 order
     md = (tmp_path / "tables" / "cifar10_demo.md").read_text()
     assert "| EncNet-8k16d " in md and "41.00 ± 1.41" in md and "not comparable with the CIFAR-10" in md
     assert "Direction EncNet-8k16d < SE-ResNet-16d (test error): reproduced gap -5.00 → reproduced." in md
+    assert "Direction EncNet-4k16d < SE-ResNet-16d (test error): not run." in md
+    # Best logged epoch per run (fixtures: the last epoch is every run's best): 40, 42 and 44, 48.
+    assert ("Best test error over the logged epochs (the release's reporting; the table shows the last): "
+            "SE-ResNet-16d 46.00 ± 2.83; EncNet-8k16d 41.00 ± 1.41.") in md
 
 
 def test_paper_table_gives_delta_against_paper_and_model_zoo(tmp_path):
@@ -95,7 +103,7 @@ def test_paper_table_gives_delta_against_paper_and_model_zoo(tmp_path):
     enc = table.loc["EncNet-32k128d"]
     assert (enc["reproduced_mean"], enc["n"]) == (pytest.approx(3.6), 1)
     assert enc["delta paper"] == pytest.approx(3.6 - 3.45) and enc["delta model zoo"] == pytest.approx(3.6 - 3.35)
-    assert (table.loc[["SE-ResNet-64d", "ResNet-64d"], "status"] == "not run").all()
+    assert (table.loc[["SE-ResNet-64d", "ResNet-64d", "EncNet-16k64d"], "status"] == "not run").all()
     md = (tmp_path / "tables" / "cifar10.md").read_text()
     # The whole Table 6: the paper's line, the model zoo's checkpoint, then ours with Δ against both.
     lines = [[c.strip() for c in row.strip("|").split("|")] for row in md.splitlines()
@@ -105,6 +113,8 @@ def test_paper_table_gives_delta_against_paper_and_model_zoo(tmp_path):
                      ["EncNet-32k128d", "authors' model zoo", "—", "—", "3.35", "—", "—", ""],
                      ["EncNet-32k128d", "ours", "—", f"{params:.2f}", "3.60", "+0.15", "+0.25", "1"]]
     assert "stands for" not in md and "Direction EncNet-32k128d < SE-ResNet-64d (test error): not run." in md
+    t = load_config(RUNS / "paper" / "cifar10_encnet_32k128d" / "seed0-fmtenc" / "config.yaml").train
+    assert f"wd {t.weight_decay:g}, cosine, batch {t.batch_size}, {t.epochs} epochs, pad-4 crop + flip" in md
 
 
 def test_curves_are_per_epoch_means_over_seeds_and_figure_files_are_written(tmp_path):
@@ -143,30 +153,53 @@ def test_direction_within_the_seed_spread_is_called_inconclusive():
     assert "NOT reproduced" in cifar.error_direction_note(comparison, "B", "A")
 
 
-def test_paper_dry_run_lists_the_released_recipe(capsys, tmp_path):
+def test_paper_dry_run_lists_the_papers_recipe(capsys, tmp_path):
     assert script.main("table", ["--profile", "paper", "--dry-run", "--runs-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     blocks = out.split("\n[")[1:]
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         assert "configs/paper/cifar10_" in block and str(tmp_path / "paper") in block
-        for setting in ("task=classification", "dataset=cifar10", "crop_size=32", "hflip=True", "batch_size=128",
-                        "base_lr=0.1 (effective lr 0.1)", "momentum=0.9", "weight_decay=0.0001",
+        for setting in ("task=classification", "dataset=cifar10", "block=preact", "crop_size=32", "hflip=True",
+                        "batch_size=128", "base_lr=0.1 (effective lr 0.1)", "momentum=0.9", "weight_decay=0.0005",
                         "lr_schedule=cosine", "epochs=600"):
             assert setting in block, f"{setting} missing from\n{block}"
-    parameters = count_parameters(build_cifar_model("EncNet-32k128d"))
-    assert f"model=EncNet-32k128d attention=encoding K=32 widen=8 parameters={parameters:,}" in blocks[0]
-    assert "model=SE-ResNet-64d attention=se widen=4" in blocks[1]
-    assert "model=ResNet-64d attention=none widen=4" in blocks[2]
+    counts = {name: count_parameters(build_cifar_model(name)) for name in script.PAPER_NAMES}
+    assert f"model=ResNet-64d block=preact attention=none widen=4 parameters={counts['ResNet-64d']:,}" in blocks[0]
+    assert "model=SE-ResNet-64d block=preact attention=se widen=4" in blocks[1]
+    assert (f"model=EncNet-16k64d block=preact attention=encoding K=16 smoothing=U(0,1)/0.5 widen=4 "
+            f"parameters={counts['EncNet-16k64d']:,}") in blocks[2]
+    assert "model=EncNet-32k128d block=preact attention=encoding K=32 smoothing=U(0,1)/0.5 widen=8" in blocks[3]
     assert not (tmp_path / "paper").exists()
+
+
+def test_best_error_is_the_lowest_logged_test_error_of_each_run(tmp_path):
+    """Hand oracle: epochs 30, 25, 27 (val every epoch) → best 25, last 27; a run logging only epoch 2 → 31."""
+    source = RUNS / "demo" / "cifar10_encnet_32k128d" / "seed0-fmtenc"
+    runs = []
+    for seed, errors in ((0, [30.0, 25.0, 27.0]), (1, [None, 31.0, 33.0])):
+        run = tmp_path / "demo" / "cifar10_encnet_32k128d" / f"seed{seed}-best"
+        shutil.copytree(source, run)
+        recorded = (source / "config.yaml").read_text()
+        (run / "config.yaml").write_text(recorded.replace("\nseed: 0\n", f"\nseed: {seed}\n"))
+        lines = [json.dumps({"epoch": e + 1, **({} if v is None else {"val_top1_error": v})})
+                 for e, v in enumerate(errors)]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        runs.append(("EncNet-8k16d", run))
+    best = cifar.collect_best_errors(runs, tmp_path).sort_values("seed")
+    assert list(best["value"]) == [25.0, 31.0] and set(best["metric"]) == {"best_error"}
+    note = script.best_error_note(best, ["ResNet-16d", "EncNet-8k16d"])
+    assert note.endswith(f"EncNet-8k16d 28.00 ± {math.sqrt(18):.2f}.") and "ResNet-16d" not in note
+    assert "no run logged one" in script.best_error_note(best.iloc[:0], ["EncNet-8k16d"])
 
 
 def test_figure_script_runs_as_a_command():
     done = subprocess.run([sys.executable, str(REPO / "reproduce" / "figure_cifar_curves.py"), "--dry-run",
                            "--runs-root", "/nonexistent-runs"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "model=EncNet-8k16d attention=encoding K=8 widen=1" in done.stdout and "epochs=12" in done.stdout
-    assert done.stdout.count("[to run]") == 3 * len(script.DEMO_SEEDS)  # three networks × the demo seeds
+    assert "model=EncNet-8k16d block=preact attention=encoding K=8" in done.stdout and "epochs=12" in done.stdout
+    assert "model=EncNet-4k16d block=preact attention=encoding K=4" in done.stdout
+    assert done.stdout.count("[to run]") == 4 * len(script.DEMO_SEEDS)  # four networks × the demo seeds
 
 
 def test_from_logs_without_runs_writes_not_run_outputs(tmp_path):
@@ -186,7 +219,7 @@ def test_tiny_real_runs_feed_the_table_and_the_curves(tmp_path, monkeypatch, cap
             "train.epochs=2", "train.batch_size=8", "data.options={seed: 0, num_train: 16, num_test: 8}"]
     assert script.main("table", args) == 0
     done = sorted((tmp_path / "runs" / "demo").glob("*/*/DONE"))
-    assert len(done) == 3
+    assert len(done) == 4
     stamps = [d.stat().st_mtime_ns for d in done]
     capsys.readouterr()
     assert script.main("curves", args) == 0  # the same runs: nothing trains again

@@ -80,9 +80,9 @@ def test_suite_defaults_follow_the_side_the_ledger_says(ledger):
             continue
         for config in configs:
             value = getattr(getattr(config, e.switch.split(".")[0]), e.switch.split(".")[1])
-            if e.id == "cifar_encoding_drop":  # one name per width: no CIFAR config may use EncodingDrop
+            if e.switch == "model.cifar_block":  # a CIFAR switch: classification configs only
                 if config.task == "classification":
-                    assert not value.startswith("EncNetDrop"), config.experiment
+                    assert value == e.side(e.suite_follows).value, (e.id, config.experiment)
                     checked += 1
                 continue
             if config.task != "segmentation" or (e.switch.startswith("model.") and config.model.name != "encnet"):
@@ -258,24 +258,36 @@ def test_encoding_scale_sign_is_a_reparametrisation_of_the_papers_formula():
     torch.testing.assert_close(layer(x), expected)
 
 
-def test_cifar_encoding_drop_swaps_the_encoding_layer(ledger):
-    from encnet.models.cifar import EncodingDrop
-    from encnet.nn import Encoding
+def test_cifar_block_switch_builds_each_sides_block(ledger):
+    from encnet.models.cifar import PostActBlock, PreActBlock
 
-    entry = ledger.get("cifar_encoding_drop")
+    entry = ledger.get("cifar_block")
     kinds = {}
     for side in ("paper", "release"):
-        config = config_from_dict({"task": "classification", "model": {"name": entry.side(side).value},
+        chosen = {"name": "EncNet-4k16d", entry.switch.split(".")[1]: entry.side(side).value}
+        config = config_from_dict({"task": "classification", "model": chosen,
                                    "data": {"dataset": "context_textures"}})
-        model = build_model_for(config, 10).eval()
-        encodings = [m for m in model.modules() if isinstance(m, Encoding)]
-        kinds[side] = {type(m) for m in encodings}
-        assert len(encodings) == 6  # one per basic block: 3 stages × 2
-        if side == "release":
-            with torch.no_grad():
-                model(torch.randn(1, 3, 32, 32))
-            assert all(torch.all(m.scale == -0.5) for m in encodings)  # fixed for evaluation
-    assert kinds == {"paper": {Encoding}, "release": {EncodingDrop}}
+        model = build_model_for(config, 10)
+        blocks = [m for m in model.modules() if isinstance(m, (PreActBlock, PostActBlock))]
+        assert len(blocks) == 6  # 3 stages × 2 basic blocks
+        kinds[side] = {type(m) for m in blocks}
+    assert kinds == {"paper": {PreActBlock}, "release": {PostActBlock}}
+
+
+def test_cifar_entries_say_the_smoothing_method_is_the_papers_and_configs_use_wd_5e4(ledger):
+    """Issue 12: the random smoothing factors are §3.5's own method (no learned-vs-drawn side), the paper and the
+    release's script agree on weight decay 5e-4, and CIFAR errors are reported last-epoch with best beside."""
+    drop = ledger.get("cifar_encoding_drop")
+    assert drop.switch is None and "U(0, 1)" in drop.paper.choice and "0.5" in drop.paper.choice
+    assert "learned" not in drop.release.choice
+    assert ledger.get("cifar_reported_error").kind == "reporting"
+    ids = [e.id for e in ledger]
+    start = ids.index("cifar_encoding_drop")
+    assert ids[start:start + 5] == ["cifar_encoding_drop", "cifar_block", "cifar_init", "cifar_weight_decay",
+                                    "cifar_reported_error"]  # one block, where the old entry stood
+    for path in sorted((REPO_ROOT / "configs").glob("*/cifar10_*.yaml")):
+        config = load_config(path)
+        assert config.train.weight_decay == 5e-4 and config.model.cifar_block == "preact", path
 
 
 # ------------------------------------------------------------------------------------------ planning, table
@@ -305,8 +317,8 @@ def test_paper_sides_cover_both_datasets_for_epochs_and_the_weights_the_deep_ste
     stem = {m.side: m.config(0).model for m in sides if m.entry == "backbone_stem"}
     assert (stem["paper"].backbone, stem["paper"].pretrained) == ("resnet50", "imagenet")
     assert stem["release"].backbone == "resnet50s" and stem["release"].pretrained.endswith("resnet50s.pth")
-    cifar = {m.side: m.config(0).model.name for m in sides if m.entry == "cifar_encoding_drop"}
-    assert cifar == {"paper": "EncNet-32k128d", "release": "EncNetDrop-32k128d"}
+    cifar = {m.side: (m.config(0).model.name, m.config(0).model.cifar_block) for m in sides if m.entry == "cifar_block"}
+    assert cifar == {"paper": ("EncNet-32k128d", "preact"), "release": ("EncNet-32k128d", "postact")}
 
 
 def test_effects_against_hand_computed_means_spread_and_verdict():

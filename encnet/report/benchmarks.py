@@ -17,9 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["load_results", "machine_label", "targets_frame", "rows_frame", "build_benchmarks_markdown",
-           "write_benchmarks_table", "main"]
+           "write_benchmarks_table", "paper_cost_frame", "build_paper_cost_markdown", "write_paper_cost_table",
+           "main"]
 
-ORDER = ("encoding_layer", "model_overhead", "syncbn")
+ORDER = ("encoding_layer", "model_overhead", "syncbn", "data_pipeline", "train_step", "syncbn_cuda",
+         "paper_training", "ms_eval")
 REQUIRED = ("benchmark", "device", "machine", "rows", "targets")
 
 
@@ -94,6 +96,9 @@ def build_benchmarks_markdown(results: list[dict], include_quick: bool = False) 
     for result in results:
         lines += [f"## {result['benchmark']} ({result['device']})", "",
                   rows_frame(result).to_markdown(index=False, floatfmt=".3g", missingval="n/a"), ""]
+        for table in result.get("tables", []):
+            lines += [f"### {table['title']}", "", pd.DataFrame.from_records(table["rows"]).to_markdown(
+                index=False, floatfmt=".3g", missingval="n/a"), ""]
         lines += [f"- {note}" for note in result.get("notes", [])]
         lines.append("")
     if skipped:
@@ -109,14 +114,114 @@ def write_benchmarks_table(results_dir: str | Path, out_path: str | Path) -> Pat
     return out_path
 
 
+# ------------------------------------------------------------------------------ the paper profile's cost
+
+NOT_MEASURED = "not measured"
+
+
+def _train_images(dataset: str, split: str) -> int | None:
+    from encnet.data.check import OFFICIAL_COUNTS
+
+    counts = OFFICIAL_COUNTS.get(dataset, {})
+    if split == "trainval" and counts.get("train") and counts.get("val"):
+        return counts["train"] + counts["val"]
+    return counts.get(split)
+
+
+def _step_rows(results: list[dict]) -> list[dict]:
+    """Measured GPU train-step rows (``train_step`` benchmark, not quick, not CPU) with their machine."""
+    return [{**row, "_machine": r["machine"], "_device": r["device"]} for r in results
+            if r["benchmark"] == "train_step" and not r.get("quick") and r["device"] != "cpu" for row in r["rows"]]
+
+
+def _match(rows: list[dict], model: str, backbone: str, crop: int, batch: int, precision: str,
+           channels_last: bool) -> dict | None:
+    found = [r for r in rows if (r.get("model"), r.get("backbone"), r.get("crop"), r.get("batch"),
+                                 r.get("precision"), bool(r.get("channels_last"))) ==
+             (model, backbone, crop, batch, precision, channels_last) and r.get("step_s")]
+    return min(found, key=lambda r: r["step_s"]) if found else None
+
+
+def paper_cost_frame(results: list[dict], configs_dir: str | Path) -> pd.DataFrame:
+    """One line per ``configs/<paper>/*.yaml``: iterations, and from measured train steps the step time,
+    GPU-hours and peak memory of training the global batch on one measured GPU ("not measured" otherwise).
+
+    Iterations = epochs × ⌊training images / global batch⌋ (the loader drops the last partial batch).
+    The step measured is the config's own: its model, backbone, crop, the whole global batch on one GPU,
+    float32 unless ``train.amp``, channels_last as ``train.channels_last``. BatchNorm over the global batch on
+    one GPU computes what SyncBN over the paper's 8 × 2 does, so the step is the same computation.
+    """
+    from encnet.config import load_config
+
+    steps = _step_rows(results)
+    records = []
+    for path in sorted(Path(configs_dir).glob("*.yaml")):
+        config = load_config(path)
+        t, d = config.train, config.data
+        images = _train_images(d.dataset, d.train_split)
+        iterations = t.epochs * (images // t.batch_size) if images else None
+        precision = "bf16" if t.amp else "fp32"
+        record = {"experiment": config.experiment, "model": config.model.name,
+                  "backbone": config.model.backbone if config.task == "segmentation" else "—",
+                  "train_images": images if images else "unknown (filtered set)",
+                  "batch": t.batch_size, "epochs": t.epochs,
+                  "iterations": iterations if iterations else "unknown",
+                  "precision": precision, "step_s": NOT_MEASURED, "gpu_hours": NOT_MEASURED,
+                  "peak_GiB": NOT_MEASURED, "measured_on": NOT_MEASURED}
+        row = None
+        if config.task == "segmentation":
+            row = _match(steps, config.model.name, config.model.backbone, d.crop_size, t.batch_size, precision,
+                         t.channels_last)
+        if row is not None:
+            record.update(step_s=round(row["step_s"], 4), peak_GiB=round(row["peak_MiB"] / 1024, 2),
+                          measured_on=f"{machine_label(row['_machine'])}, {_date(row['_machine'])}")
+            if iterations:
+                record["gpu_hours"] = round(iterations * row["step_s"] / 3600, 1)
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def build_paper_cost_markdown(results: list[dict], configs_dir: str | Path) -> str:
+    frame = paper_cost_frame(results, configs_dir)
+    measured = int((frame["step_s"] != NOT_MEASURED).sum())
+    return "\n".join([
+        "# What the paper profile costs",
+        "",
+        "Generated by `python -m encnet.report.benchmarks` from `configs/paper/*.yaml` and `bench/results/*.json` "
+        "(the `train_step` rows that `bash bench/gpu_suite.sh` writes); a cell without a measurement says "
+        f"\"{NOT_MEASURED}\". {measured} of {len(frame)} experiments have a measured step.",
+        "",
+        "- iterations = epochs × ⌊training images / batch⌋ (the last partial batch is dropped); training images "
+        "are the official split sizes",
+        "- step_s: one SGD step of the config's model with the whole global batch on one GPU, in the config's "
+        "precision (all paper configs: float32, as the release trained) and memory format; BatchNorm over the "
+        "global batch on one GPU equals the paper's SyncBN over 8 GPUs × 2",
+        "- gpu_hours = iterations × step_s / 3600 on the measured GPU: training only (no data-loading stall, "
+        "validation or multi-scale evaluation); peak_GiB = torch.cuda.max_memory_allocated during the step",
+        "",
+        frame.to_markdown(index=False),
+        "",
+    ])
+
+
+def write_paper_cost_table(results_dir: str | Path, out_path: str | Path, configs_dir: str | Path) -> Path:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(build_paper_cost_markdown(load_results(results_dir), configs_dir))
+    return out_path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Rebuild tables/benchmarks.md from bench/results/*.json")
     parser.add_argument("--results-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--out", type=Path, default=Path("tables/benchmarks.md"))
+    parser.add_argument("--cost-out", type=Path, default=Path("tables/paper_cost.md"))
+    parser.add_argument("--configs-dir", type=Path, default=Path("configs/paper"))
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         raise SystemExit(f"no folder {args.results_dir}; run from the repository root or pass --results-dir")
     print(f"wrote {write_benchmarks_table(args.results_dir, args.out)}")
+    print(f"wrote {write_paper_cost_table(args.results_dir, args.cost_out, args.configs_dir)}")
 
 
 if __name__ == "__main__":

@@ -32,9 +32,11 @@ from .figures import save_figure
 from .tables import NOT_RUN, check_profile, ours_label, output_name, output_title, paper_rows, write_table_files
 
 __all__ = [
+    "BEST_ERROR",
     "CURVE_COLUMNS",
     "ERROR",
     "ModelRow",
+    "collect_best_errors",
     "collect_curves",
     "collect_errors",
     "compare_errors",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 ERROR = "error"  # the metric's name in reported.csv: top-1 test error in percent
+BEST_ERROR = "best_error"  # the lowest per-epoch test error of a run (the release's reporting)
 CURVE_COLUMNS = ["row", "split", "epoch", "mean", "std", "n", "runs"]
 _CURVE_KEYS = {"train": "train_top1_error", "test": "val_top1_error"}
 
@@ -63,11 +66,14 @@ class ModelRow:
 
 
 @functools.lru_cache(maxsize=None)
-def model_parameters(name: str, num_classes: int = 10) -> int:
+def model_parameters(name: str, num_classes: int = 10, block: str = "preact") -> int:
     """Learnable scalars of the CIFAR network ``name`` (e.g. "EncNet-32k128d") with ``num_classes`` outputs."""
+    import torch
+
     from encnet.models.cifar import build_cifar_model, count_parameters
 
-    return count_parameters(build_cifar_model(name, num_classes=num_classes))
+    with torch.device("meta"):  # shapes only: nothing is allocated for the 16.8M-parameter network
+        return count_parameters(build_cifar_model(name, num_classes=num_classes, block=block))
 
 
 def _relative(path: Path, root: Path | None) -> str:
@@ -103,6 +109,27 @@ def collect_errors(refs: Iterable[tuple[str, str | Path]], runs_root: str | Path
             "profile": log.config.get("profile", log.run_dir.parent.parent.name),
             "eval": runlogs.SINGLE_SCALE, "metric": ERROR, "value": float(evaluation["top1_error"]),
             "run_dir": shown,
+        })
+    return pd.DataFrame.from_records(records, columns=runlogs.RESULT_COLUMNS)
+
+
+def collect_best_errors(refs: Iterable[tuple[str, str | Path]], runs_root: str | Path | None = None) -> pd.DataFrame:
+    """Lowest per-epoch test error (``val_top1_error`` in ``metrics.jsonl``) of each finished run, metric
+    ``best_error``: how the authors' release reports CIFAR-10 (``best_pred`` in experiments/recognition/main.py).
+
+    Only logged epochs count: with ``train.val_every`` > 1 it is the best of those. Runs without any logged test
+    error are left out (nothing to show), never read as 0.
+    """
+    records = []
+    for label, log, shown in _finished_logs(refs, runs_root):
+        logged = [float(r["val_top1_error"]) for r in log.metrics if "val_top1_error" in r]
+        if not logged:
+            continue
+        records.append({
+            "experiment": log.config.get("experiment", log.run_dir.parent.name),
+            "row": label, "seed": log.seed,
+            "profile": log.config.get("profile", log.run_dir.parent.parent.name),
+            "eval": runlogs.SINGLE_SCALE, "metric": BEST_ERROR, "value": min(logged), "run_dir": shown,
         })
     return pd.DataFrame.from_records(records, columns=runlogs.RESULT_COLUMNS)
 
