@@ -444,8 +444,7 @@ def load_published(path: str | Path, config=None, source: str | None = None) -> 
     """
     import dataclasses
 
-    from encnet.config import ModelConfig
-    from encnet.models.segmentation import build_model
+    from encnet.config import Config, ModelConfig
 
     state, skipped = read_checkpoint(path)
     source = source or detect_source(state)
@@ -479,9 +478,9 @@ def load_published(path: str | Path, config=None, source: str | None = None) -> 
         if config is not None and config.data.num_classes not in (None, num_classes):
             raise PublishedWeightsError(f"{path}: {num_classes} classes in the file, data.num_classes = "
                                         f"{config.data.num_classes} in the config")
-    kwargs = {f.name: getattr(model_config, f.name) for f in dataclasses.fields(model_config)
-              if f.name not in ("init_from",)}
-    model = build_model(num_classes=num_classes, **kwargs)
+    from encnet.experiment import build_model_for
+
+    model = build_model_for(dataclasses.replace(config or Config(), model=model_config), num_classes)
     report = load_state(model, state, source, file=str(path))
     report.skipped_objects, report.config_changes = skipped, changes
     return PublishedModel(model, report, model_config, num_classes)
