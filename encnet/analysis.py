@@ -383,7 +383,11 @@ def list_runs(runs_root: str | Path, profile: str = "demo") -> pd.DataFrame:
             "_train": json.dumps({"train": log.config.get("train", {}),
                                   "data": {k: v for k, v in data.items() if k not in ("root", "workers")}},
                                  sort_keys=True),
-            "_default_head": model.get("attention", "release") == "release" and not model.get("lateral", False),
+            # The suite's default heads, no ledger switch flipped: EncNet with the released attention, no lateral
+            # path and the FCN aux head; FCN without an aux head (ledger fcn_aux).
+            "_default_head": (not model.get("aux", True)) if model.get("name") == "fcn" else (
+                model.get("attention", "release") == "release" and not model.get("lateral", False)
+                and model.get("aux_head", "fcn") == "fcn"),
         })
     columns = ["run_dir", "experiment", "model", "backbone", "se_loss", "num_codes", "seed", "dataset", "started",
                "predictions", "_data", "_train", "_default_head"]
@@ -392,7 +396,8 @@ def list_runs(runs_root: str | Path, profile: str = "demo") -> pd.DataFrame:
 
 
 def find_latest_pair(runs_root: str | Path, profile: str = "demo") -> tuple[Path, Path]:
-    """(FCN run, EncNet run) to compare: the latest finished FCN run, and the EncNet run that best matches it.
+    """(FCN run, EncNet run) to compare: the latest finished FCN baseline run (without an aux head, the suite's
+    default, when there is one), and the EncNet run that best matches it.
 
     Among finished EncNet runs on the same data (dataset, generator options, split), the match prefers, in
     order: the sibling experiment (``pcontext_fcn_r50`` → ``pcontext_encnet_r50``), the SE-loss head switched
@@ -407,7 +412,7 @@ def find_latest_pair(runs_root: str | Path, profile: str = "demo") -> tuple[Path
     fcns = runs[runs["model"] == "fcn"]
     if fcns.empty:
         raise FileNotFoundError(f"no finished {profile}-profile FCN run under {Path(runs_root)}/{profile}/; {fix}")
-    fcn = fcns.iloc[0]
+    fcn = fcns.sort_values("_default_head", ascending=False, kind="stable").iloc[0]  # then the latest
     encnets = runs[(runs["model"] == "encnet") & (runs["_data"] == fcn["_data"])]
     if encnets.empty:
         raise FileNotFoundError(f"no finished {profile}-profile EncNet run on the data of {fcn['run_dir']} under "

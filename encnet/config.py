@@ -51,9 +51,12 @@ class ModelConfig:
     cifar_block: Literal["preact", "postact"] = "preact"
     backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny
     pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
-    num_codes: int = 32
+    num_codes: int = 32  # K codewords; 0: global average pooling in place of the Encoding Layer (Figure 5)
     se_loss: bool = True
-    aux: bool = True
+    aux: bool = True  # the auxiliary head on layer3 on/off; aux_head says which one
+    # fcn: the release's FCN head (CE, weight train.aux_weight); se: the paper's stage-3 Context Encoding Module
+    # trained by an SE-loss (weight train.se_weight, EncNet only; PAPER.md §2, ledger entry aux_head)
+    aux_head: Literal["fcn", "se"] = "fcn"
     lateral: bool = False
     attention: str = "release"  # release: ReLU(x + x·γ); paper: x·γ (PAPER.md §2)
     # Start from a whole trained model: a run folder or checkpoint file (the VOC stages of PAPER.md §5).
@@ -295,6 +298,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if config.task == "segmentation" and config.model.name == "fcn":
         # FCN has no SE head; resolving the flag keeps the logged config.yaml truthful (se_loss: false).
         config.model.se_loss = False
+    if config.task == "segmentation" and config.model.aux_head == "se" and not config.model.se_loss:
+        # The paper's stage-3 module exists only for its SE-loss, so the paper's EncNet "w/o SE-loss" (Table 1)
+        # has no auxiliary head at all: the no-SE rows of the tables and sweeps resolve to it, and config.yaml
+        # says so (aux: false) instead of naming a head that is not built.
+        config.model.aux = False
     return config
 
 
@@ -302,8 +310,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 # models take from their name ("EncNet-32k128d" fixes K and the width): a non-default value where they mean
 # nothing would change the run id without changing the network, so it is an error. (Resolved config.yaml files
 # list every key at its default, so only values, not the keys' presence, can be checked.)
-_ENCNET_HEAD_KEYS = ("lateral", "num_codes", "attention")
-_SEGMENTATION_MODEL_KEYS = ("backbone", "pretrained", "num_codes", "se_loss", "aux", "lateral", "attention")
+_ENCNET_HEAD_KEYS = ("lateral", "num_codes", "attention", "aux_head")
+_SEGMENTATION_MODEL_KEYS = ("backbone", "pretrained", "num_codes", "se_loss", "aux", "aux_head", "lateral",
+                            "attention")
 
 
 def _check_model_keys(data: dict, source: str) -> None:

@@ -53,7 +53,7 @@ EFFECT_COLUMNS = ["row", "entry", "metric", "paper_mean", "paper_std", "release_
                   "n_release", "delta", "spread", "exceeds"]
 
 _ENTRY_FIELDS = {"id", "what", "kind", "switch", "paper", "release", "suite_follows", "no_effect", "not_in_demo",
-                 "paper_configs", "paper_note", "demo_scale_from", "explained_by", "note"}
+                 "paper_configs", "paper_note", "demo_scale_from", "explained_by", "note", "demo_base"}
 _SIDE_FIELDS = {"choice", "source", "value", "paper_extra", "reported"}
 
 
@@ -84,6 +84,7 @@ class Discrepancy:
     demo_scale_from: str | None = None
     explained_by: tuple[str, ...] = ()
     note: str | None = None
+    demo_base: str | None = None  # the demo config this entry starts from, when not profiles.demo.base
 
     def side(self, name: str) -> Side:
         if name not in SIDES:
@@ -170,7 +171,7 @@ def _entry(data: dict, where: str) -> Discrepancy:
         suite_follows=data["suite_follows"], no_effect=data.get("no_effect"), not_in_demo=data.get("not_in_demo"),
         paper_configs=tuple(data.get("paper_configs") or ()), paper_note=data.get("paper_note"),
         demo_scale_from=data.get("demo_scale_from"), explained_by=tuple(data.get("explained_by") or ()),
-        note=data.get("note"),
+        note=data.get("note"), demo_base=data.get("demo_base"),
     )
 
 
@@ -256,10 +257,11 @@ class Measurement:
 def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = None) -> list[Measurement]:
     """Both sides of every entry that ``profile`` measures, in ledger order.
 
-    Demo: every entry with a switch and without ``not_in_demo`` starts from ``profiles.demo.base`` plus
-    ``profiles.demo.overrides``. Paper: each entry starts from each of its ``paper_configs`` and adds its sides'
-    ``paper_extra``. Sides whose resolved configs coincide are one run folder (``encnet.runs.run_dir_for``):
-    the side the suite's defaults follow is the plain base config, shared by all entries and other tables.
+    Demo: every entry with a switch and without ``not_in_demo`` starts from its ``demo_base`` (default
+    ``profiles.demo.base``) plus ``profiles.demo.overrides``. Paper: each entry starts from each of its
+    ``paper_configs`` and adds its sides' ``paper_extra``. Sides whose resolved configs coincide are one run
+    folder (``encnet.runs.run_dir_for``): the side the suite's defaults follow is the plain base config, shared
+    by all entries (with that base) and other tables.
     """
     if profile not in ("demo", "paper"):
         raise ValueError(f"profile must be 'demo' or 'paper', found {profile!r}")
@@ -273,7 +275,7 @@ def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = 
         if profile == "demo":
             if "base" not in settings:
                 raise ValueError("the ledger's profiles.demo.base is missing (the demo config every entry starts from)")
-            names = [settings["base"]]
+            names = [entry.demo_base or settings["base"]]
         else:
             names = list(entry.paper_configs)
             if not names:

@@ -80,7 +80,7 @@ def build_model_for(config: Config, num_classes: int) -> nn.Module:
 
     return build_model(
         m.name, num_classes, backbone=m.backbone, pretrained=m.pretrained, aux=m.aux, se_loss=m.se_loss,
-        lateral=m.lateral, num_codes=m.num_codes, attention=m.attention,
+        lateral=m.lateral, num_codes=m.num_codes, attention=m.attention, aux_head=m.aux_head,
     )
 
 

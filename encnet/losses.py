@@ -1,4 +1,9 @@
-"""EncNet's training loss (paper §3.1): CE + aux_weight·CE(aux) + se_weight·BCE(SE).
+"""EncNet's training loss (paper §3.1): CE + aux_weight·CE(aux) + se_weight·BCE(SE) [+ se_weight·BCE(aux_se)].
+
+The last term is the paper's stage-3 SE-loss (``model.aux_head: se``, §2.1 and Fig. 3). It takes the same
+weight α = ``se_weight`` as the stage-4 SE-loss: the paper adds "SE-losses ... to both stage 3 and 4" and
+names one weight α for the SE-loss, never a second one; ``aux_weight`` is the release's weight for its FCN
+auxiliary head's cross-entropy and weighs nothing else. Both SE-losses have the same targets.
 
 The released code applies ``nn.BCELoss`` to ``sigmoid(se)``; we use the numerically safer
 ``binary_cross_entropy_with_logits``, which is the same function of the logits.
@@ -32,7 +37,7 @@ class SegmentationLoss(nn.Module):
     """``forward(output, target) -> (total, parts)``.
 
     ``output`` is an :class:`encnet.models.SegmentationOutput`; ``parts`` holds the unweighted
-    ``"main"``, ``"aux"`` and ``"se"`` terms, each only when the model produced that output.
+    ``"main"``, ``"aux"``, ``"se"`` and ``"aux_se"`` terms, each only when the model produced that output.
     """
 
     def __init__(
@@ -53,10 +58,12 @@ class SegmentationLoss(nn.Module):
         if output.aux is not None:
             parts["aux"] = F.cross_entropy(output.aux, target, ignore_index=self.ignore_index)
             total = total + self.aux_weight * parts["aux"]
-        if output.se is not None:
-            present = se_targets(target, self.num_classes, self.ignore_index).to(output.se.dtype)
-            parts["se"] = F.binary_cross_entropy_with_logits(output.se, present)
-            total = total + self.se_weight * parts["se"]
+        for key in ("se", "aux_se"):
+            logits = getattr(output, key)
+            if logits is not None:
+                present = se_targets(target, self.num_classes, self.ignore_index).to(logits.dtype)
+                parts[key] = F.binary_cross_entropy_with_logits(logits, present)
+                total = total + self.se_weight * parts[key]
         return total, parts
 
     def extra_repr(self) -> str:

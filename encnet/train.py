@@ -106,7 +106,7 @@ def _loss_parts(config: Config, criterion, output, target):
     loss, parts = criterion(output, target)
     zero = loss.new_zeros(())
     named = {"loss": loss.detach().float()}
-    for key in ("main", "aux", "se"):
+    for key in ("main", "aux", "se", "aux_se"):
         value = parts.get(key)
         named[f"loss_{key}"] = (value.detach().float() if value is not None else zero).reshape(())
     return loss, named

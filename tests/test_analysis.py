@@ -170,7 +170,9 @@ def write_run(root: Path, experiment: str, run_id: str, model: dict, started: st
 
 def test_latest_fcn_is_paired_with_its_sibling_encnet_run_of_the_same_recipe(tmp_path):
     write_run(tmp_path, "pcontext_fcn_r50", "old", {"name": "fcn"}, "2025-01-01T00:00:00+00:00")
-    fcn = write_run(tmp_path, "pcontext_fcn_r50", "new", {"name": "fcn"}, "2025-01-02T00:00:00+00:00")
+    fcn = write_run(tmp_path, "pcontext_fcn_r50", "new", {"name": "fcn", "aux": False}, "2025-01-02T00:00:00+00:00")
+    # A later FCN with the aux head (the ledger's fcn_aux release side) is not the suite's baseline.
+    write_run(tmp_path, "pcontext_fcn_r50", "fcnaux", {"name": "fcn", "aux": True}, "2025-01-02T01:00:00+00:00")
     write_run(tmp_path, "pcontext_fcn_r50", "unfinished", {"name": "fcn"}, "2025-01-09T00:00:00+00:00",
               finished=False)
     encnet = write_run(tmp_path, "pcontext_encnet_r50", "plain", {"name": "encnet"}, "2025-01-03T00:00:00+00:00")
@@ -190,6 +192,8 @@ def test_latest_fcn_is_paired_with_its_sibling_encnet_run_of_the_same_recipe(tmp
               "2025-01-08T02:00:00+00:00")
     write_run(tmp_path, "pcontext_encnet_r50", "lateral", {"name": "encnet", "lateral": True},
               "2025-01-08T03:00:00+00:00")
+    write_run(tmp_path, "pcontext_encnet_r50", "stage3se", {"name": "encnet", "aux_head": "se"},
+              "2025-01-08T04:00:00+00:00")
 
     assert analysis.find_latest_pair(tmp_path, "demo") == (fcn, encnet)
     listed = analysis.list_runs(tmp_path, "demo")

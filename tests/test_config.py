@@ -95,6 +95,36 @@ def test_fcn_config_resolves_to_no_se_loss_and_rejects_encnet_head_keys(tmp_path
         load_config(write(tmp_path, "model:\n  name: fcn\n"), ["model.se_loss=true"])
 
 
+def test_fcn_baselines_train_without_the_aux_head():
+    """Ledger fcn_aux: the paper's plain dilated FCN and the zoo FCN's command, in both profiles."""
+    paths = sorted((REPO / "configs").glob("*/*fcn*.yaml"))
+    assert {p.parent.name for p in paths} == {"demo", "paper"} and len(paths) >= 4
+    for path in paths:
+        config = load_config(path)
+        assert config.model.name == "fcn" and config.model.aux is False, path
+    for path in sorted((REPO / "configs").glob("*/*encnet*.yaml")):
+        config = load_config(path)
+        if config.task == "segmentation":  # EncNet keeps the release's FCN aux head (ledger aux_head)
+            assert (config.model.aux, config.model.aux_head) == (True, "fcn"), path
+
+
+def test_aux_head_values_and_the_paper_encnet_without_se_loss(tmp_path):
+    path = write(tmp_path, "model:\n  name: encnet\n  aux_head: se\n")
+    assert (load_config(path).model.aux, load_config(path).model.aux_head) == (True, "se")
+    # The paper's stage-3 module exists for its SE-loss: "w/o SE-loss" has no aux head, and config.yaml says so.
+    config = load_config(path, ["model.se_loss=false"])
+    assert (config.model.aux, config.model.se_loss) == (False, False)
+    assert "aux: false" in to_yaml(config)
+    release = load_config(write(tmp_path, "model:\n  name: encnet\n"), ["model.se_loss=false"])
+    assert release.model.aux is True  # the release's FCN aux head does not depend on the SE-loss
+    with pytest.raises(ConfigError, match="model.aux_head"):
+        load_config(path, ["model.aux_head=psp"])
+    with pytest.raises(ConfigError, match="model.aux_head"):
+        load_config(write(tmp_path, "model:\n  name: fcn\n  aux_head: se\n"))
+    with pytest.raises(ConfigError, match="model.aux_head"):
+        load_config(write(tmp_path, "task: classification\nmodel:\n  name: EncNet-8k16d\n  aux_head: se\n"))
+
+
 def test_classification_rejects_keys_its_model_name_fixes(tmp_path):
     path = write(tmp_path, "task: classification\nmodel:\n  name: EncNet-8k16d\n")
     assert load_config(path).model.name == "EncNet-8k16d"

@@ -27,9 +27,10 @@ from encnet.models import SegmentationOutput, build_backbone
 from encnet.runs import run_dir_for
 
 DEMO = REPO_ROOT / "configs" / "demo" / "context_scenes_encnet.yaml"  # the ledger's demo base
+DEMO_FCN = REPO_ROOT / "configs" / "demo" / "context_scenes_fcn.yaml"  # fcn_aux's demo base
 PAPER_PCONTEXT = REPO_ROOT / "configs" / "paper" / "pcontext_encnet_r50.yaml"
-REQUIRED = {"attention_output", "lateral", "backbone_stem", "training_epochs", "rotation", "aux_weight",
-            "pcontext_classes", "encoding_scale_sign"}
+REQUIRED = {"attention_output", "lateral", "aux_head", "fcn_aux", "backbone_stem", "training_epochs", "rotation",
+            "aux_weight", "pcontext_classes", "encoding_scale_sign"}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,11 @@ def test_suite_defaults_follow_the_side_the_ledger_says(ledger):
             continue
         for config in configs:
             value = getattr(getattr(config, e.switch.split(".")[0]), e.switch.split(".")[1])
+            if e.id == "fcn_aux":  # the FCN baseline's aux head; EncNet's is aux_head's business
+                if config.task == "segmentation" and config.model.name == "fcn":
+                    assert value == e.side(e.suite_follows).value, (e.id, config.experiment)
+                    checked += 1
+                continue
             if e.switch == "model.cifar_block":  # a CIFAR switch: classification configs only
                 if config.task == "classification":
                     assert value == e.side(e.suite_follows).value, (e.id, config.experiment)
@@ -208,6 +214,61 @@ def test_rotation_is_in_the_train_transforms_only_on_the_paper_side(ledger, data
     assert ignored["release"] == 0 and ignored["paper"] > 0
 
 
+def test_aux_head_paper_is_a_stage3_se_module_release_an_fcn_head(ledger):
+    from encnet.losses import se_targets
+    from encnet.nn import FCNHead, SEHead
+
+    entry = ledger.get("aux_head")
+    num_classes = 4
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, num_classes, (2, 24, 24), generator=torch.Generator().manual_seed(1))
+    for side, config in configs_for(entry, DEMO).items():
+        assert config.model.aux_head == entry.side(side).value and config.model.aux
+        torch.manual_seed(0)
+        model = build_model_for(config, num_classes).double()
+        output = model(x.double())
+        _, parts = build_criterion(config, num_classes)(output, target)
+        c3 = model.backbone.channels[2]
+        if side == "paper":
+            assert isinstance(model.aux_head, SEHead) and model.aux_head.se_layer.in_features == c3
+            assert output.aux is None and set(parts) == {"main", "se", "aux_se"}
+            # Its loss is the SE-loss of the stage-3 logits: naive BCE against the classes in each label map.
+            present = se_targets(target, num_classes).double()
+            p = torch.sigmoid(output.aux_se)
+            bce = -(present * p.log() + (1 - present) * (1 - p).log()).mean()
+            torch.testing.assert_close(parts["aux_se"], bce)
+        else:
+            assert isinstance(model.aux_head, FCNHead)
+            assert output.aux_se is None and output.aux.shape == (2, num_classes, 24, 24)
+            assert set(parts) == {"main", "se", "aux"}
+
+
+def test_fcn_aux_paper_is_a_plain_fcn_release_adds_the_aux_head(ledger):
+    from encnet.nn import FCNHead
+
+    entry = ledger.get("fcn_aux")
+    assert load_ledger().get("fcn_aux").demo_base == DEMO_FCN.stem
+    num_classes = 4
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, num_classes, (2, 24, 24), generator=torch.Generator().manual_seed(1))
+    totals = {}
+    for side, config in configs_for(entry, DEMO_FCN).items():
+        assert config.model.name == "fcn" and config.model.aux is entry.side(side).value
+        torch.manual_seed(0)
+        model = build_model_for(config, num_classes).eval()
+        with torch.no_grad():
+            output = model(x)
+            totals[side], parts = build_criterion(config, num_classes)(output, target)
+        if side == "paper":
+            assert model.aux_head is None and output.aux is None and set(parts) == {"main"}
+        else:
+            assert isinstance(model.aux_head, FCNHead) and set(parts) == {"main", "aux"}
+            expected = parts["main"] + config.train.aux_weight * parts["aux"]
+            torch.testing.assert_close(totals[side], expected)
+    # Same seed, same backbone and main head: the aux CE term is the whole difference.
+    assert totals["release"] > totals["paper"]
+
+
 def test_aux_weight_changes_the_loss_by_the_weight_difference_times_the_aux_ce(ledger):
     entry = ledger.get("aux_weight")
     torch.manual_seed(0)
@@ -298,13 +359,15 @@ def test_demo_sides_the_suite_follows_are_the_plain_demo_run(ledger):
     assert load_ledger().profiles["demo"]["base"] == DEMO.stem
     measured = [e for e in ledger if e.switch is not None and not e.not_in_demo]
     assert [(m.entry, m.side) for m in sides] == [(e.id, s) for e in measured for s in ("paper", "release")]
+    bases = {m.entry: m.base for m in sides}
+    assert bases["fcn_aux"] == DEMO_FCN and all(b == DEMO for e, b in bases.items() if e != "fcn_aux")
     for seed in (0, 1):
-        plain = run_dir_for(load_config(DEMO, [f"seed={seed}"]))
         for m in sides:
+            plain = run_dir_for(load_config(m.base, [f"seed={seed}"]))
             follows = ledger.get(m.entry).suite_follows
             assert (run_dir_for(m.config(seed)) == plain) == (m.side == follows), (m.entry, m.side)
-        # One shared run plus one per entry: the side the suite does not follow.
-        assert len({run_dir_for(m.config(seed)) for m in sides}) == 1 + len(measured)
+        # One shared run per base config plus one per entry: the side the suite does not follow.
+        assert len({run_dir_for(m.config(seed)) for m in sides}) == len(set(bases.values())) + len(measured)
 
 
 def test_paper_sides_cover_both_datasets_for_epochs_and_the_weights_the_deep_stem_needs(ledger):
@@ -317,6 +380,10 @@ def test_paper_sides_cover_both_datasets_for_epochs_and_the_weights_the_deep_ste
     stem = {m.side: m.config(0).model for m in sides if m.entry == "backbone_stem"}
     assert (stem["paper"].backbone, stem["paper"].pretrained) == ("resnet50", "imagenet")
     assert stem["release"].backbone == "resnet50s" and stem["release"].pretrained.endswith("resnet50s.pth")
+    aux = {(m.entry, m.side): (m.config(0).model.name, m.config(0).model.aux, m.config(0).model.aux_head)
+           for m in sides if m.entry in ("aux_head", "fcn_aux")}
+    assert aux == {("aux_head", "paper"): ("encnet", True, "se"), ("aux_head", "release"): ("encnet", True, "fcn"),
+                   ("fcn_aux", "paper"): ("fcn", False, "fcn"), ("fcn_aux", "release"): ("fcn", True, "fcn")}
     cifar = {m.side: (m.config(0).model.name, m.config(0).model.cifar_block) for m in sides if m.entry == "cifar_block"}
     assert cifar == {"paper": ("EncNet-32k128d", "preact"), "release": ("EncNet-32k128d", "postact")}
 

@@ -97,3 +97,21 @@ def test_loss_backpropagates(tiny_case):
     total.backward()
     assert out.grad.abs().sum() > 0 and aux.grad.abs().sum() > 0 and se.grad.abs().sum() > 0
     assert (out.grad[0, :, 0, 2] == 0).all()  # ignored pixel: no gradient
+
+
+def test_stage3_se_loss_weighs_se_weight_on_the_same_targets(tiny_case):
+    """The paper's EncNet (model.aux_head: se): CE + α·BCE(se) + α·BCE(aux_se), no aux CE, aux_weight unused."""
+    target, out, _, se = tiny_case
+    aux_se = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    present = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # read off the label map, as above
+    main, se_term, stage3 = hand_cross_entropy(out, target), hand_bce(se, present), hand_bce(aux_se, present)
+
+    total, parts = SegmentationLoss(3, se_weight=0.3, aux_weight=0.4)(SegmentationOutput(out, None, se, aux_se),
+                                                                         target)
+    assert set(parts) == {"main", "se", "aux_se"}
+    assert parts["aux_se"].item() == pytest.approx(stage3, rel=1e-12)
+    assert total.item() == pytest.approx(main + 0.3 * se_term + 0.3 * stage3, rel=1e-12)
+    # Without the stage-4 SE head the stage-3 term stands alone, still at α.
+    total, parts = SegmentationLoss(3, se_weight=0.3)(SegmentationOutput(out, None, None, aux_se), target)
+    assert set(parts) == {"main", "aux_se"}
+    assert total.item() == pytest.approx(main + 0.3 * stage3, rel=1e-12)

@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from encnet.models import EncNet, FCN, SegmentationOutput, build_backbone, build_model
-from encnet.nn import EncHead, EncModule, Encoding, SyncBatchNorm, convert_sync_batchnorm
+from encnet.nn import EncHead, EncModule, Encoding, FCNHead, SEHead, SyncBatchNorm, convert_sync_batchnorm
 
 NUM_CLASSES = 5
 SIZE = (50, 38)  # not a multiple of 8: the outputs must still come back at the input size
@@ -66,11 +66,131 @@ def test_enc_module_attention_formulas():
     release = EncModule(8, NUM_CLASSES, num_codes=4, attention="release").eval()
     paper = EncModule(8, NUM_CLASSES, num_codes=4, attention="paper").eval()
     paper.load_state_dict(release.state_dict())
-    gamma = release.fc(release.encoding(x).mean(1))[:, :, None, None]
+    gamma = release.fc(release.encoding(x))[:, :, None, None]
     torch.testing.assert_close(release(x)[0], torch.relu(x + x * gamma))
     torch.testing.assert_close(paper(x)[0], x * gamma)
     with pytest.raises(ValueError, match="attention"):
         EncModule(8, NUM_CLASSES, attention="both")
+
+
+# ------------------------------------------------------------------ K = 0 and the stage-3 SE module, by hand
+
+
+def _randomise_batchnorms(module, generator):
+    """Non-trivial running statistics and affine parameters, so that eval-mode BN is not the identity."""
+    for bn in module.modules():
+        if isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n, generator=generator, dtype=torch.float64) * 0.3)
+            bn.running_var.copy_(torch.rand(n, generator=generator, dtype=torch.float64) + 0.5)
+            bn.weight.data.copy_(torch.rand(n, generator=generator, dtype=torch.float64) + 0.5)
+            bn.bias.data.copy_(torch.randn(n, generator=generator, dtype=torch.float64) * 0.1)
+
+
+def _bn(y, bn, channel_dim):
+    """Eval-mode BatchNorm written out: (y − μ) / √(σ² + ε) · w + b along ``channel_dim``."""
+    shape = [1] * y.dim()
+    shape[channel_dim] = -1
+    view = lambda t: t.detach().reshape(shape)  # noqa: E731
+    return (y - view(bn.running_mean)) / torch.sqrt(view(bn.running_var) + bn.eps) * view(bn.weight) + view(bn.bias)
+
+
+def _hand_context_encoding(x, encoder):
+    """e (B×C) of a ContextEncoder, written from the paper's formulas and PAPER.md §2 with naive tensors."""
+    conv, bn = encoder[0][0], encoder[0][1]
+    y = torch.einsum("oc,bchw->bohw", conv.weight.detach()[:, :, 0, 0], x)
+    y = torch.clamp(_bn(y, bn, 1), min=0.0)
+    if encoder.num_codes == 0:  # global average pooling in place of the Encoding Layer
+        return y.mean(dim=(2, 3))
+    encoding, bn1d = encoder[1], encoder[2]
+    desc = y.flatten(2).transpose(1, 2)  # B×N×D
+    residual = desc[:, :, None, :] - encoding.codewords.detach()[None, None]  # B×N×K×D
+    weights = torch.softmax(encoding.scale.detach() * residual.pow(2).sum(-1), dim=2)  # over the K codewords
+    encoded = (weights[..., None] * residual).sum(1)  # B×K×D
+    encoded = torch.clamp(_bn(encoded, bn1d, 1), min=0.0)  # BatchNorm1d over K, then ReLU
+    return encoded.mean(dim=1)
+
+
+@pytest.mark.parametrize("attention", ["release", "paper"])
+def test_k0_module_is_global_average_pooling_in_place_of_the_encoding_layer(attention):
+    g = torch.Generator().manual_seed(3)
+    channels = 6
+    module = EncModule(channels, NUM_CLASSES, num_codes=0, attention=attention).double().eval()
+    assert not any(isinstance(m, (Encoding, nn.BatchNorm1d)) for m in module.modules())
+    _randomise_batchnorms(module, g)
+    x = torch.randn(2, channels, 5, 4, generator=g, dtype=torch.float64)
+    # The oracle: conv1×1-BN-ReLU, mean over the positions, then the module's γ and SE layers on that vector.
+    w = module.encoding[0][0].weight.detach()[:, :, 0, 0]
+    y = torch.clamp(_bn(torch.einsum("oc,bchw->bohw", w, x), module.encoding[0][1], 1), min=0.0)
+    pooled = y.sum(dim=(2, 3)) / (5 * 4)
+    fc, se_layer = module.fc[0], module.se_layer
+    gamma = torch.sigmoid(pooled @ fc.weight.detach().T + fc.bias.detach())[:, :, None, None]
+    expected = torch.clamp(x + x * gamma, min=0.0) if attention == "release" else x * gamma
+    with torch.no_grad():
+        out, se = module(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(se, pooled @ se_layer.weight.detach().T + se_layer.bias.detach())
+
+
+def test_k0_encnet_builds_and_its_context_reads_every_position():
+    torch.manual_seed(0)
+    model = build_model("encnet", NUM_CLASSES, backbone="resnet_tiny", num_codes=0).eval()
+    assert model.head.enc_module.encoding.num_codes == 0
+    assert not any(isinstance(m, Encoding) for m in model.modules())
+    feat = torch.randn(1, model.backbone.channels[3] // 4, 4, 4)
+    changed = feat.clone()
+    changed[..., 3, 3] += 5.0  # one position only: global pooling must carry it into γ and the SE logits
+    with torch.no_grad():
+        (a, se_a), (b, se_b) = model.head.enc_module(feat), model.head.enc_module(changed)
+    assert (a[..., 0, 0] - b[..., 0, 0]).abs().max() > 1e-6 and (se_a - se_b).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="num_codes"):
+        EncModule(8, NUM_CLASSES, num_codes=-1)
+
+
+@pytest.mark.parametrize("num_codes", [0, 4])
+def test_stage3_se_head_against_a_hand_computation(num_codes):
+    g = torch.Generator().manual_seed(5)
+    head = SEHead(6, NUM_CLASSES, num_codes=num_codes).double().eval()
+    _randomise_batchnorms(head, g)
+    x = torch.randn(2, 6, 4, 3, generator=g, dtype=torch.float64)
+    se_layer = head.se_layer
+    expected = _hand_context_encoding(x, head.encoding) @ se_layer.weight.detach().T + se_layer.bias.detach()
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), expected)
+
+
+@pytest.mark.parametrize("aux_head", ["fcn", "se"])
+def test_aux_head_fcn_gives_aux_logits_se_gives_stage3_se_logits(aux_head):
+    torch.manual_seed(0)
+    model = build_model("encnet", NUM_CLASSES, backbone="resnet_tiny", aux_head=aux_head)
+    x = torch.randn(2, 3, *SIZE)
+    output = model(x)
+    assert output.out.shape == (2, NUM_CLASSES, *SIZE) and output.se.shape == (2, NUM_CLASSES)
+    if aux_head == "fcn":
+        assert isinstance(model.aux_head, FCNHead) and output.aux_se is None
+        assert output.aux.shape == (2, NUM_CLASSES, *SIZE)
+        return
+    assert isinstance(model.aux_head, SEHead) and output.aux is None
+    assert output.aux_se.shape == (2, NUM_CLASSES)
+    c3 = model.backbone.channels[2]
+    assert model.aux_head.encoding[0][0].in_channels == c3 and model.aux_head.se_layer.in_features == c3
+    model.eval()
+    with torch.no_grad():  # it reads layer3: the stage-3 features, not the head's
+        torch.testing.assert_close(model(x).aux_se, model.aux_head(model.backbone(x)[2]))
+    # Trained by its SE-loss alone, every parameter of the module gets a gradient (DDP needs no unused ones).
+    model.train()
+    model(x).aux_se.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.aux_head.parameters())
+    assert {id(p) for p in model.aux_head.parameters()} <= {id(p) for p in model.head_parameters()}
+
+
+def test_stage3_se_head_needs_the_se_loss():
+    with pytest.raises(ValueError, match="se_loss"):
+        build_model("encnet", NUM_CLASSES, backbone="resnet_tiny", aux_head="se", se_loss=False)
+    model = build_model("encnet", NUM_CLASSES, backbone="resnet_tiny", aux=False, aux_head="se", se_loss=False)
+    assert model.aux_head is None
+    with pytest.raises(ValueError, match="aux_head"):
+        build_model("encnet", NUM_CLASSES, backbone="resnet_tiny", aux_head="psp")
 
 
 def test_paper_head_widths():
@@ -82,7 +202,7 @@ def test_paper_head_widths():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(lateral=True), dict(num_codes=16), dict(attention="paper")]
+    "kwargs", [dict(lateral=True), dict(num_codes=16), dict(attention="paper"), dict(aux_head="se")]
 )
 def test_fcn_rejects_encnet_switches(kwargs):
     with pytest.raises(ValueError, match="fcn"):

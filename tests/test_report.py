@@ -42,7 +42,7 @@ def fixture_refs(experiment):
         "α=0.2": [(d, "ss") for d in enc_seeds],
         "α=0.4": [(DEMO / "seed0-fmtse04", "ss")],
         "K=16": [(DEMO / "seed0-fmtk16", "ss")],
-        "K=32": [(DEMO / "seed0-fmtenc", "ss")],
+        "K=32": [(DEMO / "seed0-fmtnose", "ss")],  # the K sweep runs without SE-loss
     }
     return [(row.label, d, tag) for row in experiment.rows for d, tag in table.get(row.label, [])]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from encnet.reproduce import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments, main, plan
+from encnet.reproduce import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments, main, plan, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["ablation", "se_weight", "codewords", "pcontext", "voc", "ade20k"]
@@ -38,7 +38,8 @@ def test_paper_dry_run_lists_the_papers_settings_for_every_run(capsys, tmp_path,
         assert sorted(re.findall(r"(?<![.\w])se_weight=([\d.]+)", out)) == ["0.1", "0.2", "0.2", "0.4", "0.8"]
         assert "se_loss=False" in out  # α = 0: the model without the SE-loss head
     if name == "codewords":
-        assert sorted(int(k) for k in re.findall(r"(?<![.\w])num_codes=(\d+)", out)) == [8, 16, 32, 64]
+        assert sorted(int(k) for k in re.findall(r"(?<![.\w])num_codes=(\d+)", out)) == [0, 8, 16, 32, 64]
+        assert all("se_loss=False" in block for block in blocks)  # Figure 5's K sweep: without SE-loss (inferred)
     if name in ("ablation", "pcontext", "ade20k", "voc"):
         assert "ms_scales=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75] flip=True" in out
 
@@ -59,7 +60,7 @@ def test_sweeps_share_the_ablation_encnet_run(tmp_path, profile):
     _, codes = plan(exps["codewords"], profile, seeds, tmp_path)
     encnet = ablation[("EncNet", 0)].run_dir
     assert alpha[("α=0.2", 0)].run_dir == encnet
-    assert codes[("K=32", 0)].run_dir == encnet
+    assert codes[("K=32", 0)].run_dir == ablation[("EncNet w/o SE-loss", 0)].run_dir  # Table 1's no-SE row
     assert alpha[("α=0 (no SE-loss)", 0)].run_dir == ablation[("EncNet w/o SE-loss", 0)].run_dir
     assert len({alpha[(f"α={a:g}", 0)].run_dir for a in (0.1, 0.2, 0.4, 0.8)}) == 4
     if profile == "demo":  # one demo backbone: "R101" is the same run, evaluated once more multi-scale
@@ -67,6 +68,30 @@ def test_sweeps_share_the_ablation_encnet_run(tmp_path, profile):
         assert ablation[("EncNet R101 MS+flip", 0)].evals == ["ss", "ms"]
     else:
         assert ablation[("EncNet R101", 0)].run_dir != encnet
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_codewords_sweep_is_figure5_without_se_loss_plus_marked_extras(tmp_path, profile):
+    experiment = experiments(profile)["codewords"]
+    paper = {r.x: r for r in experiment.rows if not r.extra}
+    extra = {r.x: r for r in experiment.rows if r.extra}
+    assert sorted(paper) == [0.0, 16.0, 32.0] and sorted(extra) == [8.0, 64.0]
+    assert all(r.reported == ("codewords_curve", f"K={int(x)}") for x, r in paper.items())
+    assert all(r.reported is None and "extra" in r.label for r in extra.values())
+    assert not experiment.figure["log2_x"]  # K = 0 must have a place on the axis
+    _, by_row = plan(experiment, profile, (0,), tmp_path)
+    for row in experiment.rows:
+        model = by_row[(row.label, 0)].config.model
+        assert (model.num_codes, model.se_loss, model.name) == (int(row.x), False, "encnet")
+    assert len({by_row[(r.label, 0)].run_dir for r in experiment.rows}) == 5
+
+
+def test_codewords_figure_data_marks_the_extra_points(tmp_path):
+    experiment = experiments("demo")["codewords"]
+    paths = write_outputs(experiment, "demo", [], tmp_path / "runs", tmp_path)
+    points = pd.read_csv(next(p for p in paths if p.suffix == ".csv"))
+    flags = points.drop_duplicates("row").set_index("row")["extra"].to_dict()
+    assert flags == {"K=0": False, "K=8 (extra)": True, "K=16": False, "K=32": False, "K=64 (extra)": True}
 
 
 @pytest.mark.parametrize("profile", ["demo", "paper"])

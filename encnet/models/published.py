@@ -343,7 +343,9 @@ def network_from_state(mapped: dict[str, Tensor]) -> dict[str, Any]:
     if kind == "encnet":
         network.update(lateral="head.connect.0.0.weight" in mapped,
                        se_loss="head.enc_module.se_layer.weight" in mapped,
-                       num_codes=int(mapped["head.enc_module.encoding.1.codewords"].shape[0]))
+                       num_codes=int(mapped["head.enc_module.encoding.1.codewords"].shape[0]),
+                       # both sources' aux heads are FCN heads (the paper's stage-3 SE module was never released)
+                       aux_head="fcn")
     return network
 
 

@@ -1,8 +1,11 @@
 """FCN and EncNet segmentation models (paper §3.2, Fig. 2) and ``build_model``.
 
 Both return :class:`SegmentationOutput` with logits upsampled bilinearly (align_corners=False) to the
-input size. The auxiliary FCN head reads layer3 (1024 channels on ResNet-50: conv3×3 1024→256). Heads
-are the modules outside ``backbone``; the engine trains them with a 10× learning rate.
+input size. The auxiliary head reads layer3 (1024 channels on ResNet-50): ``aux_head="fcn"`` (the release)
+is an FCN head (conv3×3 1024→256 → per-pixel logits, a CE loss); ``aux_head="se"`` (EncNet only: the
+paper's §2.1 and Fig. 3) is a second Context Encoding Module whose only output is SE logits
+(:class:`encnet.nn.SEHead`). Heads are the modules outside ``backbone``; the engine trains them with a 10×
+learning rate.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encnet.models.backbones import build_backbone
-from encnet.nn.heads import EncHead, FCNHead
+from encnet.nn.heads import EncHead, FCNHead, SEHead
 
-__all__ = ["SegmentationOutput", "FCN", "EncNet", "build_model", "MODELS"]
+__all__ = ["SegmentationOutput", "FCN", "EncNet", "build_model", "MODELS", "AUX_HEADS"]
 
 MODELS = ("fcn", "encnet")
+AUX_HEADS = ("fcn", "se")
 
 
 class SegmentationOutput(NamedTuple):
     out: Tensor  # B×num_classes×H×W logits
-    aux: Tensor | None  # auxiliary head's logits, same shape; None when aux is off
+    aux: Tensor | None  # auxiliary FCN head's logits, same shape; None unless aux with aux_head="fcn"
     se: Tensor | None  # B×num_classes "class present" logits; None when se_loss is off
+    # B×num_classes "class present" logits of the paper's stage-3 module; None unless aux with aux_head="se".
+    # Last and defaulted, so three-field constructions and ``out, aux, se = output[:3]`` keep working.
+    aux_se: Tensor | None = None
 
 
 def _upsample(logits: Tensor, size, align_corners: bool = False) -> Tensor:
@@ -44,7 +51,10 @@ class _SegmentationModel(nn.Module):
 
 
 class FCN(_SegmentationModel):
-    """Dilated FCN baseline: FCNHead (2048→512→num_classes) on c4, optional aux FCNHead on c3."""
+    """Dilated FCN baseline: FCNHead (2048→512→num_classes) on c4, optional aux FCNHead on c3.
+
+    The paper's baseline ("dilated ResNet FCN") and the model zoo's FCN have no aux head (ledger: fcn_aux).
+    """
 
     def __init__(self, backbone: nn.Module, num_classes: int, aux: bool = True):
         super().__init__()
@@ -62,7 +72,12 @@ class FCN(_SegmentationModel):
 
 
 class EncNet(_SegmentationModel):
-    """EncNet: EncHead on c4 (see :class:`encnet.nn.EncHead` for ``lateral``/``attention``)."""
+    """EncNet: EncHead on c4 (see :class:`encnet.nn.EncHead` for ``lateral``/``attention``) and, with ``aux``,
+    an auxiliary head on c3: ``aux_head="fcn"`` the release's FCNHead (output ``aux``), ``aux_head="se"`` the
+    paper's stage-3 Context Encoding Module trained by an SE-loss (output ``aux_se``; needs ``se_loss``, since
+    the paper's "w/o SE-loss" EncNet has no SE-loss at either stage). ``num_codes`` = 0 replaces the Encoding
+    Layer by global average pooling in both modules (the paper's Figure 5 baseline).
+    """
 
     def __init__(
         self,
@@ -73,25 +88,39 @@ class EncNet(_SegmentationModel):
         lateral: bool = False,
         num_codes: int = 32,
         attention: str = "release",
+        aux_head: str = "fcn",
     ):
         super().__init__()
+        if aux_head not in AUX_HEADS:
+            raise ValueError(f"aux_head must be one of {AUX_HEADS}, got {aux_head!r}")
+        if aux and aux_head == "se" and not se_loss:
+            raise ValueError("aux_head='se' is the paper's stage-3 SE-loss module, which the paper's EncNet without "
+                             "SE-loss does not have; use se_loss=True, or aux=False")
         self.backbone = backbone
         channels = backbone.channels
         self.head = EncHead(
             channels[3], num_classes, se_loss=se_loss, lateral=lateral, num_codes=num_codes,
             attention=attention, lateral_in_channels=(channels[1], channels[2]),
         )
-        self.aux_head = FCNHead(channels[2], num_classes) if aux else None
+        self.aux_head = None
+        if aux:
+            self.aux_head = (FCNHead(channels[2], num_classes) if aux_head == "fcn"
+                             else SEHead(channels[2], num_classes, num_codes))
 
     def forward(self, x: Tensor) -> SegmentationOutput:
         size = x.shape[-2:]
         _, c2, c3, c4 = self.backbone(x)
         out, se = self.head(c4, c2, c3)
-        aux = _upsample(self.aux_head(c3), size, self.align_corners) if self.aux_head is not None else None
-        return SegmentationOutput(_upsample(out, size, self.align_corners), aux, se)
+        aux = aux_se = None
+        if isinstance(self.aux_head, SEHead):
+            aux_se = self.aux_head(c3)
+        elif self.aux_head is not None:
+            aux = _upsample(self.aux_head(c3), size, self.align_corners)
+        return SegmentationOutput(_upsample(out, size, self.align_corners), aux, se, aux_se)
 
 
-_ENCNET_ONLY_DEFAULTS = {"se_loss": True, "lateral": False, "num_codes": 32, "attention": "release"}
+_ENCNET_ONLY_DEFAULTS = {"se_loss": True, "lateral": False, "num_codes": 32, "attention": "release",
+                         "aux_head": "fcn"}
 
 
 def build_model(
@@ -104,16 +133,18 @@ def build_model(
     lateral: bool = False,
     num_codes: int = 32,
     attention: str = "release",
+    aux_head: str = "fcn",
 ) -> FCN | EncNet:
     """Build ``"fcn"`` or ``"encnet"`` on a dilated backbone (see ``encnet.models.backbones``).
 
-    ``se_loss``, ``lateral``, ``num_codes`` and ``attention`` configure EncNet's head; FCN has none
-    of them, so for ``"fcn"`` they must stay at their defaults.
+    ``se_loss``, ``lateral``, ``num_codes``, ``attention`` and ``aux_head`` configure EncNet's Context Encoding
+    modules; FCN has none, so for ``"fcn"`` they must stay at their defaults (its aux head is always an FCN head).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     if name == "fcn":
-        given = {"se_loss": se_loss, "lateral": lateral, "num_codes": num_codes, "attention": attention}
+        given = {"se_loss": se_loss, "lateral": lateral, "num_codes": num_codes, "attention": attention,
+                 "aux_head": aux_head}
         # se_loss=False states the truth for FCN (no SE head), so it is accepted as well as the default.
         changed = {k: v for k, v in given.items() if v != _ENCNET_ONLY_DEFAULTS[k] and not (k == "se_loss" and v is False)}
         if changed:
@@ -124,4 +155,4 @@ def build_model(
     features = build_backbone(backbone, pretrained)
     if name == "fcn":
         return FCN(features, num_classes, aux=aux)
-    return EncNet(features, num_classes, aux, se_loss, lateral, num_codes, attention)
+    return EncNet(features, num_classes, aux, se_loss, lateral, num_codes, attention, aux_head)

@@ -1,7 +1,7 @@
 """Layers: the Encoding Layer, cross-process BatchNorm and the segmentation heads."""
 
 from encnet.nn.encoding import Encoding
-from encnet.nn.heads import EncHead, EncModule, FCNHead
+from encnet.nn.heads import ContextEncoder, EncHead, EncModule, FCNHead, SEHead
 from encnet.nn.syncbn import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
@@ -11,4 +11,6 @@ __all__ = [
     "FCNHead",
     "EncModule",
     "EncHead",
+    "ContextEncoder",
+    "SEHead",
 ]
