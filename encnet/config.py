@@ -114,6 +114,10 @@ class EvalConfig:
     crop_size: int | None = None
     base_size: int | None = None
     stride_ratio: float = 2.0 / 3.0
+    # How window and scale predictions combine (encnet/inference.py); ledger entry ms_accumulate.
+    accumulate: Literal["release_exp_sum", "logits", "softmax"] = "release_exp_sum"
+    # Bilinear resizing of the image to each scale and of the scores back; ledger entry align_corners.
+    align_corners: bool = True
 
 
 @dataclass

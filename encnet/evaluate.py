@@ -82,7 +82,8 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
                 logits = model(image)
             else:
                 logits = predict_logits(model, image, scales=scales, flip=flip, base_size=base, crop_size=crop,
-                                        stride_ratio=config.eval.stride_ratio)
+                                        stride_ratio=config.eval.stride_ratio, accumulate=config.eval.accumulate,
+                                        align_corners=config.eval.align_corners)
         metric.update(logits.float(), target)
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"
@@ -135,6 +136,8 @@ def write_eval(run_dir: Path, tag: str, result: dict, config: Config, split: str
         "crop_size": None if scales is None else (config.eval.crop_size or config.data.crop_size),
         "base_size": None if scales is None else (config.eval.base_size or config.data.base_size),
         "stride_ratio": None if scales is None else config.eval.stride_ratio,
+        "accumulate": None if scales is None else config.eval.accumulate,
+        "align_corners": None if scales is None else config.eval.align_corners,
     }
     path = Path(run_dir) / (f"eval_{tag}.json" if tag else "eval.json")
     runs.write_json(path, record)

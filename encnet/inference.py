@@ -1,16 +1,27 @@
 """Segmentation inference: the full image, or the paper's multi-scale + flip sliding window (PAPER.md §5).
 
-Multi-scale protocol (released ``MultiEvalModule``): for each scale s the image's long side is resized to
-ceil(base_size · s) (aspect kept). An image that fits in one crop is padded to crop×crop and predicted once;
-a larger one (its short side padded up to the crop if needed) is covered by crop×crop windows with stride
-⌊stride_ratio · crop⌋ (2/3 in the paper); the last window of a row/column is the remainder, padded to the crop.
-Window logits are averaged where windows overlap, resized back to the original size and averaged over the
-scales; with ``flip`` every window is also predicted mirrored and the two logits averaged.
+Multi-scale protocol (the release's ``MultiEvalModule``, ``encoding/models/base.py`` at v0.5.0 = f891919): for
+each scale s the image's long side is resized to ceil(base_size · s) (aspect kept). An image that fits in one
+crop is padded to crop×crop and predicted once; a larger one (its short side padded up to the crop if needed) is
+covered by crop×crop windows with stride ⌊stride_ratio · crop⌋ (2/3 in the paper); the last window of a
+row/column is the remainder, padded to the crop. With ``flip`` every window is also predicted mirrored.
 
-Differences from the released code, none of which changes the argmax of a single-scale prediction:
-- logits are averaged over flips and scales (the release sums them; the argmax is the same);
-- padding uses 0 in the normalised image (the mean colour); the release pads with −mean/std (black);
-- resizing uses ``align_corners=False`` (the release used ``align_corners=True``).
+Padding is black, −mean/std per channel in the normalised image, as in training (which pads the uint8 image
+with 0) and in the release's ``pad_image``. It matters: at scales 0.5 and 0.75 most of a 480² window is
+padding, and EncNet's Encoding Layer (and the SE head) pool over every position, so the padding colour moves
+the global context γ and with it every pixel's prediction.
+
+How window predictions combine (``accumulate``), per scale then over scales:
+- ``release_exp_sum`` (the release, ``module_inference``): per window exp(l + flip(l_flipped)), the exponential
+  of the *summed* logits (exp(l) without flip); averaged where windows overlap, resized to the image and
+  *summed* over scales. Not an average of logits: the exponential lets the most confident scale dominate,
+  so the argmax can differ from ``logits`` with two or more scales or overlapping windows.
+- ``logits``: logits averaged over flips, windows and scales.
+- ``softmax`` (mmsegmentation's test-time augmentation): logits averaged over windows, resized, softmax; the
+  probabilities are averaged over scales and flips. mmsegmentation flips the whole scaled image; here each
+  window is flipped, which is the same wherever one window spans the width.
+Resizing (the image to each scale, the scores back) is bilinear with ``align_corners`` (the release: True).
+The full-image path (``scales=None``, single-scale monitoring) is one forward pass, logits averaged over flips.
 """
 
 from __future__ import annotations
@@ -22,8 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["forward_logits", "full_image_logits", "multi_scale_logits", "predict_logits", "scaled_size",
-           "sliding_window_logits", "window_starts"]
+from encnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["ACCUMULATE", "IMAGENET_BLACK", "black_pixel", "forward_logits", "full_image_logits",
+           "multi_scale_logits", "predict_logits", "scaled_size", "sliding_window_logits", "window_starts"]
+
+ACCUMULATE = ("release_exp_sum", "logits", "softmax")
+
+
+def black_pixel(mean: Sequence[float], std: Sequence[float]) -> tuple[float, ...]:
+    """The normalised value of a black pixel, −mean/std per channel: what training pads with."""
+    return tuple(-m / s for m, s in zip(mean, std))
+
+
+IMAGENET_BLACK = black_pixel(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def forward_logits(model: Callable, image: Tensor) -> Tensor:
@@ -43,9 +66,26 @@ def _with_flip(model: Callable, image: Tensor, flip: bool) -> Tensor:
     return logits
 
 
-def _pad_to(image: Tensor, height: int, width: int) -> Tensor:
+def _views(model: Callable, image: Tensor, flip: bool) -> Tensor:
+    """V×B×K×H×W raw logits of the image and (with ``flip``) of its mirror, mirrored back."""
+    views = [forward_logits(model, image)]
+    if flip:
+        views.append(forward_logits(model, image.flip(-1)).flip(-1))
+    return torch.stack(views)
+
+
+def _pad_to(image: Tensor, height: int, width: int, value: Sequence[float]) -> Tensor:
+    """Pad bottom/right up to height×width with ``value`` per channel (the release's ``pad_image``)."""
     pad_h, pad_w = max(height - image.shape[-2], 0), max(width - image.shape[-1], 0)
-    return F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image
+    if not (pad_h or pad_w):
+        return image
+    if len(value) != image.shape[1]:
+        raise ValueError(f"pad value has {len(value)} channels, the image {image.shape[1]}; pass pad_value "
+                         f"(black_pixel(mean, std) of the normalisation) with one value per channel")
+    fill = torch.tensor(value, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
+    canvas = fill.expand(image.shape[0], -1, image.shape[-2] + pad_h, image.shape[-1] + pad_w).clone()
+    canvas[..., : image.shape[-2], : image.shape[-1]] = image
+    return canvas
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
@@ -59,27 +99,49 @@ def full_image_logits(model: Callable, image: Tensor, flip: bool = False) -> Ten
     return _with_flip(model, image, flip)
 
 
-def sliding_window_logits(model: Callable, image: Tensor, crop_size: int, stride: int,
-                          flip: bool = False) -> Tensor:
-    """B×C×H×W → B×K×H×W, averaging crop×crop windows with the given stride."""
+def _combine_views(views: Tensor, accumulate: str) -> Tensor:
+    """A window's V views → the maps averaged over windows: one map, or one per view for ``softmax``."""
+    # exp can overflow half precision (e^11.1 > 65504): combine in at least float32.
+    views = views.to(torch.promote_types(views.dtype, torch.float32))
+    if accumulate == "logits":
+        return views.mean(0, keepdim=True)
+    if accumulate == "release_exp_sum":
+        return views.sum(0, keepdim=True).exp()
+    return views
+
+
+def _check_accumulate(accumulate: str) -> None:
+    if accumulate not in ACCUMULATE:
+        raise ValueError(f"accumulate must be one of {ACCUMULATE}, found {accumulate!r} (config key eval.accumulate)")
+
+
+def _window_maps(model: Callable, image: Tensor, crop_size: int, stride: int, flip: bool, accumulate: str,
+                 pad_value: Sequence[float]) -> Tensor:
+    """V'×B×K×H×W: the combined window maps of one scaled image, averaged where windows overlap."""
     height, width = image.shape[-2:]
     if max(height, width) <= crop_size:
-        logits = _with_flip(model, _pad_to(image, crop_size, crop_size), flip)
-        return logits[..., :height, :width]
-    padded = _pad_to(image, crop_size, crop_size)
+        maps = _combine_views(_views(model, _pad_to(image, crop_size, crop_size, pad_value), flip), accumulate)
+        return maps[..., :height, :width]
+    padded = _pad_to(image, crop_size, crop_size, pad_value)
     ph, pw = padded.shape[-2:]
     total = count = None
     for h0 in window_starts(ph, crop_size, stride):
         for w0 in window_starts(pw, crop_size, stride):
             h1, w1 = min(h0 + crop_size, ph), min(w0 + crop_size, pw)
-            window = _pad_to(padded[..., h0:h1, w0:w1], crop_size, crop_size)
-            logits = _with_flip(model, window, flip)[..., : h1 - h0, : w1 - w0]
+            window = _pad_to(padded[..., h0:h1, w0:w1], crop_size, crop_size, pad_value)
+            maps = _combine_views(_views(model, window, flip), accumulate)[..., : h1 - h0, : w1 - w0]
             if total is None:
-                total = logits.new_zeros((*logits.shape[:2], ph, pw))
-                count = logits.new_zeros((1, 1, ph, pw))
-            total[..., h0:h1, w0:w1] += logits
-            count[..., h0:h1, w0:w1] += 1
+                total = maps.new_zeros((*maps.shape[:3], ph, pw))
+                count = maps.new_zeros((ph, pw))
+            total[..., h0:h1, w0:w1] += maps
+            count[h0:h1, w0:w1] += 1
     return (total / count)[..., :height, :width]
+
+
+def sliding_window_logits(model: Callable, image: Tensor, crop_size: int, stride: int, flip: bool = False,
+                          pad_value: Sequence[float] = IMAGENET_BLACK) -> Tensor:
+    """B×C×H×W → B×K×H×W, logits (averaged over flips) averaged over crop×crop windows with the given stride."""
+    return _window_maps(model, image, crop_size, stride, flip, "logits", pad_value)[0]
 
 
 def scaled_size(height: int, width: int, base_size: int, scale: float) -> tuple[int, int]:
@@ -91,24 +153,35 @@ def scaled_size(height: int, width: int, base_size: int, scale: float) -> tuple[
 
 
 def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], base_size: int,
-                       crop_size: int, stride_ratio: float = 2.0 / 3.0, flip: bool = True) -> Tensor:
-    """The paper's multi-scale (+ flip) sliding-window logits, B×K×H×W at the input's size."""
+                       crop_size: int, stride_ratio: float = 2.0 / 3.0, flip: bool = True,
+                       accumulate: str = "release_exp_sum", align_corners: bool = True,
+                       pad_value: Sequence[float] = IMAGENET_BLACK) -> Tensor:
+    """The paper's multi-scale (+ flip) sliding-window scores, B×K×H×W at the input's size.
+
+    The scores are logits only for ``accumulate='logits'``; their argmax is the prediction in every mode.
+    """
+    _check_accumulate(accumulate)
     height, width = image.shape[-2:]
     stride = max(int(crop_size * stride_ratio), 1)
     total = None
     for scale in scales:
         size = scaled_size(height, width, base_size, scale)
-        resized = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        logits = sliding_window_logits(model, resized, crop_size, stride, flip)
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        total = logits if total is None else total + logits
-    return total / len(scales)
+        resized = F.interpolate(image, size=size, mode="bilinear", align_corners=align_corners)
+        maps = _window_maps(model, resized, crop_size, stride, flip, accumulate, pad_value)
+        maps = F.interpolate(maps.flatten(0, 1), size=(height, width), mode="bilinear",
+                             align_corners=align_corners).unflatten(0, maps.shape[:2])
+        score = maps.softmax(2).mean(0) if accumulate == "softmax" else maps[0]
+        total = score if total is None else total + score
+    return total if accumulate == "release_exp_sum" else total / len(scales)
 
 
 @torch.no_grad()
 def predict_logits(model: Callable, image: Tensor, scales: Sequence[float] | None = None, flip: bool = False,
-                   base_size: int = 520, crop_size: int = 480, stride_ratio: float = 2.0 / 3.0) -> Tensor:
-    """Full-image logits when ``scales`` is None, else the multi-scale sliding-window protocol."""
+                   base_size: int = 520, crop_size: int = 480, stride_ratio: float = 2.0 / 3.0,
+                   accumulate: str = "release_exp_sum", align_corners: bool = True,
+                   pad_value: Sequence[float] = IMAGENET_BLACK) -> Tensor:
+    """Full-image logits when ``scales`` is None, else the multi-scale sliding-window scores (see the module)."""
     if scales is None:
         return full_image_logits(model, image, flip)
-    return multi_scale_logits(model, image, scales, base_size, crop_size, stride_ratio, flip)
+    return multi_scale_logits(model, image, scales, base_size, crop_size, stride_ratio, flip, accumulate,
+                              align_corners, pad_value)
