@@ -118,6 +118,9 @@ class EvalConfig:
     accumulate: Literal["release_exp_sum", "logits", "softmax"] = "release_exp_sum"
     # Bilinear resizing of the image to each scale and of the scores back; ledger entry align_corners.
     align_corners: bool = True
+    # Images (windows and their mirrors, any scale) per forward pass: bounds the activation memory to
+    # max_batch windows' worth; the scores do not depend on it beyond rounding. 1: one window per forward.
+    max_batch: int = 8
 
 
 @dataclass

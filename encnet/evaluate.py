@@ -83,7 +83,8 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
             else:
                 logits = predict_logits(model, image, scales=scales, flip=flip, base_size=base, crop_size=crop,
                                         stride_ratio=config.eval.stride_ratio, accumulate=config.eval.accumulate,
-                                        align_corners=config.eval.align_corners)
+                                        align_corners=config.eval.align_corners,
+                                        max_batch=config.eval.max_batch)
         metric.update(logits.float(), target)
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"

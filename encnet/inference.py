@@ -21,6 +21,10 @@ How window predictions combine (``accumulate``), per scale then over scales:
   probabilities are averaged over scales and flips. mmsegmentation flips the whole scaled image; here each
   window is flipped, which is the same wherever one window spans the width.
 Resizing (the image to each scale, the scores back) is bilinear with ``align_corners`` (the release: True).
+
+Every window has the crop's size, so windows of all scales and their mirrors are batched, ``max_batch`` images
+per forward pass (the release runs one window, then its mirror); with the model in eval mode the scores equal
+the one-window path's up to floating-point rounding.
 The full-image path (``scales=None``, single-scale monitoring) is one forward pass, logits averaged over flips.
 """
 
@@ -66,14 +70,6 @@ def _with_flip(model: Callable, image: Tensor, flip: bool) -> Tensor:
     return logits
 
 
-def _views(model: Callable, image: Tensor, flip: bool) -> Tensor:
-    """V×B×K×H×W raw logits of the image and (with ``flip``) of its mirror, mirrored back."""
-    views = [forward_logits(model, image)]
-    if flip:
-        views.append(forward_logits(model, image.flip(-1)).flip(-1))
-    return torch.stack(views)
-
-
 def _pad_to(image: Tensor, height: int, width: int, value: Sequence[float]) -> Tensor:
     """Pad bottom/right up to height×width with ``value`` per channel (the release's ``pad_image``)."""
     pad_h, pad_w = max(height - image.shape[-2], 0), max(width - image.shape[-1], 0)
@@ -115,33 +111,79 @@ def _check_accumulate(accumulate: str) -> None:
         raise ValueError(f"accumulate must be one of {ACCUMULATE}, found {accumulate!r} (config key eval.accumulate)")
 
 
-def _window_maps(model: Callable, image: Tensor, crop_size: int, stride: int, flip: bool, accumulate: str,
-                 pad_value: Sequence[float]) -> Tensor:
-    """V'×B×K×H×W: the combined window maps of one scaled image, averaged where windows overlap."""
-    height, width = image.shape[-2:]
-    if max(height, width) <= crop_size:
-        maps = _combine_views(_views(model, _pad_to(image, crop_size, crop_size, pad_value), flip), accumulate)
-        return maps[..., :height, :width]
-    padded = _pad_to(image, crop_size, crop_size, pad_value)
-    ph, pw = padded.shape[-2:]
-    total = count = None
-    for h0 in window_starts(ph, crop_size, stride):
-        for w0 in window_starts(pw, crop_size, stride):
-            h1, w1 = min(h0 + crop_size, ph), min(w0 + crop_size, pw)
-            window = _pad_to(padded[..., h0:h1, w0:w1], crop_size, crop_size, pad_value)
-            maps = _combine_views(_views(model, window, flip), accumulate)[..., : h1 - h0, : w1 - w0]
-            if total is None:
-                total = maps.new_zeros((*maps.shape[:3], ph, pw))
-                count = maps.new_zeros((ph, pw))
-            total[..., h0:h1, w0:w1] += maps
-            count[h0:h1, w0:w1] += 1
-    return (total / count)[..., :height, :width]
+def _windows(height: int, width: int, crop_size: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(h0, h1, w0, w1) of every window over an image padded up to crop×crop, row by row."""
+    ph, pw = max(height, crop_size), max(width, crop_size)
+    return [(h0, min(h0 + crop_size, ph), w0, min(w0 + crop_size, pw))
+            for h0 in window_starts(ph, crop_size, stride) for w0 in window_starts(pw, crop_size, stride)]
+
+
+class _ScaleMaps:
+    """The overlap-averaged window maps of one scaled image, filled window by window."""
+
+    def __init__(self, image: Tensor, crop_size: int, stride: int, pad_value: Sequence[float]):
+        self.height, self.width = image.shape[-2:]
+        self.padded = _pad_to(image, crop_size, crop_size, pad_value)
+        self.windows = _windows(self.height, self.width, crop_size, stride)
+        self.crop_size, self.pad_value = crop_size, pad_value
+        self.total = self.count = None
+        self.remaining = len(self.windows)
+
+    def crop(self, index: int) -> Tensor:
+        h0, h1, w0, w1 = self.windows[index]
+        return _pad_to(self.padded[..., h0:h1, w0:w1], self.crop_size, self.crop_size, self.pad_value)
+
+    def add(self, index: int, maps: Tensor) -> None:
+        h0, h1, w0, w1 = self.windows[index]
+        if self.total is None:
+            self.total = maps.new_zeros((*maps.shape[:3], *self.padded.shape[-2:]))
+            self.count = maps.new_zeros(self.padded.shape[-2:])
+        self.total[..., h0:h1, w0:w1] += maps[..., : h1 - h0, : w1 - w0]
+        self.count[h0:h1, w0:w1] += 1
+        self.remaining -= 1
+
+    def result(self) -> Tensor:
+        return (self.total / self.count)[..., : self.height, : self.width]
+
+
+def _forward_batched(model: Callable, inputs: Tensor, max_batch: int) -> Tensor:
+    return torch.cat([forward_logits(model, part) for part in inputs.split(max_batch)])
+
+
+def _fill(model: Callable, scaled: Sequence[_ScaleMaps], flip: bool, accumulate: str, max_batch: int):
+    """Predict every window of every scale, ``max_batch`` images per forward; yield each scale when complete.
+
+    Windows of all scales have the crop's size, so one forward may mix scales. A window's views (the window
+    and its mirror) go into the same forward; with ``max_batch`` = 1 every view is its own forward, the
+    one-window path. A scale's maps are yielded (and can be freed) as soon as its last window is in.
+    """
+    scaled = list(scaled)
+    jobs = [(s, i) for s, maps in enumerate(scaled) for i in range(len(maps.windows))]
+    n_views = 2 if flip else 1
+    batch = scaled[0].padded.shape[0] if scaled else 1
+    per_chunk = max(1, max_batch // (n_views * batch))
+    done = 0
+    for first in range(0, len(jobs), per_chunk):
+        chunk = jobs[first: first + per_chunk]
+        windows = torch.cat([scaled[s].crop(i) for s, i in chunk])
+        inputs = torch.cat([windows, windows.flip(-1)]) if flip else windows
+        logits = _forward_batched(model, inputs, max_batch)
+        views = logits.unflatten(0, (n_views, len(chunk), batch))
+        if flip:
+            views = torch.stack([views[0], views[1].flip(-1)])
+        for j, (s, i) in enumerate(chunk):
+            scaled[s].add(i, _combine_views(views[:, j], accumulate))
+        while done < len(scaled) and scaled[done].remaining == 0:
+            yield scaled[done].result()
+            scaled[done] = None  # free the finished scale's accumulators
+            done += 1
 
 
 def sliding_window_logits(model: Callable, image: Tensor, crop_size: int, stride: int, flip: bool = False,
-                          pad_value: Sequence[float] = IMAGENET_BLACK) -> Tensor:
+                          pad_value: Sequence[float] = IMAGENET_BLACK, max_batch: int = 8) -> Tensor:
     """B×C×H×W → B×K×H×W, logits (averaged over flips) averaged over crop×crop windows with the given stride."""
-    return _window_maps(model, image, crop_size, stride, flip, "logits", pad_value)[0]
+    (maps,) = _fill(model, [_ScaleMaps(image, crop_size, stride, pad_value)], flip, "logits", max_batch)
+    return maps[0]
 
 
 def scaled_size(height: int, width: int, base_size: int, scale: float) -> tuple[int, int]:
@@ -155,19 +197,23 @@ def scaled_size(height: int, width: int, base_size: int, scale: float) -> tuple[
 def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], base_size: int,
                        crop_size: int, stride_ratio: float = 2.0 / 3.0, flip: bool = True,
                        accumulate: str = "release_exp_sum", align_corners: bool = True,
-                       pad_value: Sequence[float] = IMAGENET_BLACK) -> Tensor:
+                       pad_value: Sequence[float] = IMAGENET_BLACK, max_batch: int = 8) -> Tensor:
     """The paper's multi-scale (+ flip) sliding-window scores, B×K×H×W at the input's size.
 
     The scores are logits only for ``accumulate='logits'``; their argmax is the prediction in every mode.
+    ``max_batch`` bounds the images (windows and their mirrors, of any scale) in one forward pass; the result
+    does not depend on it beyond floating-point rounding.
     """
     _check_accumulate(accumulate)
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, found {max_batch} (config key eval.max_batch)")
     height, width = image.shape[-2:]
     stride = max(int(crop_size * stride_ratio), 1)
+    scaled = [_ScaleMaps(F.interpolate(image, size=scaled_size(height, width, base_size, scale), mode="bilinear",
+                                       align_corners=align_corners), crop_size, stride, pad_value)
+              for scale in scales]
     total = None
-    for scale in scales:
-        size = scaled_size(height, width, base_size, scale)
-        resized = F.interpolate(image, size=size, mode="bilinear", align_corners=align_corners)
-        maps = _window_maps(model, resized, crop_size, stride, flip, accumulate, pad_value)
+    for maps in _fill(model, scaled, flip, accumulate, max_batch):
         maps = F.interpolate(maps.flatten(0, 1), size=(height, width), mode="bilinear",
                              align_corners=align_corners).unflatten(0, maps.shape[:2])
         score = maps.softmax(2).mean(0) if accumulate == "softmax" else maps[0]
@@ -179,9 +225,9 @@ def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], 
 def predict_logits(model: Callable, image: Tensor, scales: Sequence[float] | None = None, flip: bool = False,
                    base_size: int = 520, crop_size: int = 480, stride_ratio: float = 2.0 / 3.0,
                    accumulate: str = "release_exp_sum", align_corners: bool = True,
-                   pad_value: Sequence[float] = IMAGENET_BLACK) -> Tensor:
+                   pad_value: Sequence[float] = IMAGENET_BLACK, max_batch: int = 8) -> Tensor:
     """Full-image logits when ``scales`` is None, else the multi-scale sliding-window scores (see the module)."""
     if scales is None:
         return full_image_logits(model, image, flip)
     return multi_scale_logits(model, image, scales, base_size, crop_size, stride_ratio, flip, accumulate,
-                              align_corners, pad_value)
+                              align_corners, pad_value, max_batch)

@@ -288,3 +288,44 @@ def test_ledger_sides_select_the_protocol_they_describe(entry_id):
     assert (plain.eval.accumulate, plain.eval.align_corners) == ("release_exp_sum", True)
     # Both sides are one trained run: the planner leaves protocol entries to this test.
     assert entry_id not in {m.entry for profile in ("demo", "paper") for m in measurements(ledger, profile)}
+
+
+# ------------------------------------------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("flip", [True, False])
+@pytest.mark.parametrize("accumulate", ["logits", "release_exp_sum", "softmax"])
+def test_batched_windows_equal_the_one_window_path(accumulate, flip):
+    """A real EncNet (tiny backbone, eval mode, float64): any max_batch gives the one-window path's scores."""
+    from encnet.models import build_model
+
+    torch.manual_seed(3)
+    model = build_model("encnet", 4, backbone="resnet_tiny", num_codes=8).double().eval()
+    image = torch.randn(2, 3, 27, 19, dtype=torch.float64)
+    # base 24 · {0.5, 1, 1.5} with a 16 crop: one padded window, 2 windows, 2×3 windows; 13 in all
+    kwargs = dict(scales=[0.5, 1.0, 1.5], flip=flip, base_size=24, crop_size=16, accumulate=accumulate)
+    one = predict_logits(model, image, max_batch=1, **kwargs)
+    for max_batch in (3, 100):
+        got = predict_logits(model, image, max_batch=max_batch, **kwargs)
+        torch.testing.assert_close(got, one, rtol=1e-5, atol=1e-5 * one.abs().max().item())
+
+
+def test_max_batch_bounds_every_forward_and_is_checked():
+    sizes = []
+
+    class Recording(WindowSensitiveModel):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            return super().forward(x)
+
+    model = Recording().eval()
+    image = torch.randn(1, 3, 10, 7, dtype=torch.float64)
+    kwargs = dict(scales=[0.5, 1.0, 1.75], flip=True, base_size=12, crop_size=8)
+    for max_batch in (1, 3, 4, 64):
+        sizes.clear()
+        predict_logits(model, image, max_batch=max_batch, **kwargs)
+        # 10×7 at base 12, crop 8, stride 5: 6×4 one window; 12×8 2×1 windows; 21×15 4×3; ×2 for the mirrors
+        assert sum(sizes) == 2 * (1 + 2 + 12) and max(sizes) <= max_batch, (max_batch, sizes)
+    assert sizes == [30]  # max_batch 64: every window of every scale and its mirror in one forward
+    with pytest.raises(ValueError, match="eval.max_batch"):
+        predict_logits(model, image, max_batch=0, **kwargs)
