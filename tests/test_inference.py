@@ -329,3 +329,24 @@ def test_max_batch_bounds_every_forward_and_is_checked():
     assert sizes == [30]  # max_batch 64: every window of every scale and its mirror in one forward
     with pytest.raises(ValueError, match="eval.max_batch"):
         predict_logits(model, image, max_batch=0, **kwargs)
+
+
+def test_ms_eval_benchmark_quick_runs_and_finds_both_paths_equal(tmp_path):
+    """bench/ms_eval.py --quick (tiny sizes) writes its result with both paths and the equality target."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(repo / "bench" / "ms_eval.py"), "--quick", "--device", "cpu",
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "ms_eval-cpu.json").read_text())
+    assert record["quick"] is True and [r["path"] for r in record["rows"]] == ["one_window", "batched",
+                                                                             "batched/one_window"]
+    one, batched = record["rows"][:2]
+    assert one["forwards_per_image"] == one["window_views_per_image"] == 18  # 1 + 2 + 6 windows, × 2 mirrors
+    assert batched["forwards_per_image"] == 3  # 9 windows, 4 (with their mirrors) per forward of ≤ 8
+    (equal,) = record["targets"]
+    assert equal["pass"] and equal["measured"] <= 1e-5
