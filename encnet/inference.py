@@ -143,7 +143,10 @@ class _ScaleMaps:
         self.remaining -= 1
 
     def result(self) -> Tensor:
-        return (self.total / self.count)[..., : self.height, : self.width]
+        """The averaged maps at the scaled size; the accumulators are released (a scale is read once)."""
+        maps = (self.total / self.count)[..., : self.height, : self.width]
+        self.total = self.count = self.padded = None
+        return maps
 
 
 def _forward_batched(model: Callable, inputs: Tensor, max_batch: int) -> Tensor:
@@ -155,9 +158,8 @@ def _fill(model: Callable, scaled: Sequence[_ScaleMaps], flip: bool, accumulate:
 
     Windows of all scales have the crop's size, so one forward may mix scales. A window's views (the window
     and its mirror) go into the same forward; with ``max_batch`` = 1 every view is its own forward, the
-    one-window path. A scale's maps are yielded (and can be freed) as soon as its last window is in.
+    one-window path. A scale's maps are yielded, and its accumulators freed, as soon as its last window is in.
     """
-    scaled = list(scaled)
     jobs = [(s, i) for s, maps in enumerate(scaled) for i in range(len(maps.windows))]
     n_views = 2 if flip else 1
     batch = scaled[0].padded.shape[0] if scaled else 1
@@ -174,9 +176,8 @@ def _fill(model: Callable, scaled: Sequence[_ScaleMaps], flip: bool, accumulate:
         for j, (s, i) in enumerate(chunk):
             scaled[s].add(i, _combine_views(views[:, j], accumulate))
         while done < len(scaled) and scaled[done].remaining == 0:
-            yield scaled[done].result()
-            scaled[done] = None  # free the finished scale's accumulators
             done += 1
+            yield scaled[done - 1].result()
 
 
 def sliding_window_logits(model: Callable, image: Tensor, crop_size: int, stride: int, flip: bool = False,
