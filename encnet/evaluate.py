@@ -85,7 +85,8 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
                                         stride_ratio=config.eval.stride_ratio, accumulate=config.eval.accumulate,
                                         align_corners=config.eval.align_corners,
                                         max_batch=config.eval.max_batch)
-        metric.update(logits.float(), target)
+        # float64 stays: the release's exp-sum scores overflow float32 (encnet.inference).
+        metric.update(logits.to(torch.promote_types(logits.dtype, torch.float32)), target)
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"
             _save_prediction(save_dir / f"{name}.png", logits)

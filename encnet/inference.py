@@ -97,12 +97,13 @@ def full_image_logits(model: Callable, image: Tensor, flip: bool = False) -> Ten
 
 def _combine_views(views: Tensor, accumulate: str) -> Tensor:
     """A window's V views → the maps averaged over windows: one map, or one per view for ``softmax``."""
-    # exp can overflow half precision (e^11.1 > 65504): combine in at least float32.
-    views = views.to(torch.promote_types(views.dtype, torch.float32))
+    if accumulate == "release_exp_sum":
+        # exp overflows float32 once l + l_flipped > 88, which an untrained (or very confident) net reaches:
+        # the release's sums are kept in float64 (finite up to 709), so they stay comparable.
+        return views.double().sum(0, keepdim=True).exp()
+    views = views.to(torch.promote_types(views.dtype, torch.float32))  # never accumulate in half precision
     if accumulate == "logits":
         return views.mean(0, keepdim=True)
-    if accumulate == "release_exp_sum":
-        return views.sum(0, keepdim=True).exp()
     return views
 
 
@@ -202,6 +203,7 @@ def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], 
     """The paper's multi-scale (+ flip) sliding-window scores, B×K×H×W at the input's size.
 
     The scores are logits only for ``accumulate='logits'``; their argmax is the prediction in every mode.
+    ``release_exp_sum`` scores are float64 (sums of exponentials overflow float32).
     ``max_batch`` bounds the images (windows and their mirrors, of any scale) in one forward pass; the result
     does not depend on it beyond floating-point rounding.
     """

@@ -350,3 +350,17 @@ def test_ms_eval_benchmark_quick_runs_and_finds_both_paths_equal(tmp_path):
     assert batched["forwards_per_image"] == 3  # 9 windows, 4 (with their mirrors) per forward of ≤ 8
     (equal,) = record["targets"]
     assert equal["pass"] and equal["measured"] <= 1e-5
+
+
+def test_release_exp_sum_stays_finite_where_float32_overflows():
+    """l + l_flipped = 120 > 88: exp overflows float32; the scores stay finite and exact (float64)."""
+
+    class Confident(nn.Module):
+        def forward(self, x):
+            return torch.cat([torch.full_like(x[:, :1], 60.0), torch.full_like(x[:, :1], 59.0)], 1)
+
+    image = torch.zeros(1, 3, 5, 4)  # float32, as the evaluation feeds it
+    got = predict_logits(Confident(), image, scales=[1.0, 2.0], flip=True, base_size=5, crop_size=6)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got[0, :, 0, 0], torch.tensor([2 * math.exp(120), 2 * math.exp(118)],
+                                                             dtype=torch.float64), rtol=1e-12, atol=0)
