@@ -83,7 +83,7 @@ def main() -> None:
     print()
 
     where = f"{sizes['backbone']}, {len(scales)} scales + flip, max_batch {args.max_batch}"
-    targets = [target("MS eval: batched scores vs one-window (max |Δ| / max |score|)", diff, 1e-5, diff <= 1e-5,
+    targets = [target("MS eval: batched vs one-window scores, max abs diff / max abs score", diff, 1e-5, diff <= 1e-5,
                       f"{where}, float32")]
     if device.type == "cuda":
         targets.append(target("MS eval: batched / one-window images/s", speedup, 2.0, speedup >= 2.0, where))
