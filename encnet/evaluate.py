@@ -89,8 +89,11 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
                 logits = predict(model, image)
             else:
                 logits = predict_logits(model, image, scales=scales, flip=flip, base_size=base, crop_size=crop,
-                                        stride_ratio=config.eval.stride_ratio)
-        metric.update(logits.float(), target)
+                                        stride_ratio=config.eval.stride_ratio, accumulate=config.eval.accumulate,
+                                        align_corners=config.eval.align_corners,
+                                        max_batch=config.eval.max_batch)
+        # float64 stays: the release's exp-sum scores overflow float32 (encnet.inference).
+        metric.update(logits.to(torch.promote_types(logits.dtype, torch.float32)), target)
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"
             _save_prediction(save_dir / f"{name}.png", logits)
@@ -142,6 +145,8 @@ def write_eval(run_dir: Path, tag: str, result: dict, config: Config, split: str
         "crop_size": None if scales is None else (config.eval.crop_size or config.data.crop_size),
         "base_size": None if scales is None else (config.eval.base_size or config.data.base_size),
         "stride_ratio": None if scales is None else config.eval.stride_ratio,
+        "accumulate": None if scales is None else config.eval.accumulate,
+        "align_corners": None if scales is None else config.eval.align_corners,
     }
     path = Path(run_dir) / (f"eval_{tag}.json" if tag else "eval.json")
     runs.write_json(path, record)
