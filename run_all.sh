@@ -5,6 +5,7 @@
 #   bash run_all.sh --profile paper --data-root /data --gpus 8 # the paper's protocol on the real datasets
 #   bash run_all.sh --profile paper --dry-run                  # list every paper run with its settings
 #   bash run_all.sh --profile paper --follow release --dry-run # ... on release v0.5.0's side of every ledger entry
+#   bash run_all.sh --profile paper --weights-root W ...       # also evaluate the published checkpoints in W
 #
 # Any other option (--follow, --seeds, --runs-root, --from-logs, ...) is passed to every reproduce/*.py script.
 # Rerunning resumes: finished runs are reused, unfinished ones continue from their last checkpoint.
@@ -13,11 +14,13 @@ cd "$(dirname "$0")"
 
 profile=demo
 passthrough=()
+published=()  # options for table_published only: the other scripts do not know them
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --weights-root) published+=(--weights-root "$2"); shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
     esac
 done
@@ -37,13 +40,17 @@ fi
 
 scripts=(table_ablation figure_se_weight figure_codewords table_pcontext table_voc table_ade20k
          table_cifar10 figure_cifar_curves table_discrepancies)
+# Published checkpoints need the real datasets: paper profile only (--weights-root DIR, default weights/).
+if [ "$profile" = paper ]; then scripts+=(table_published); fi
 start=$(date +%s)
 i=0
 for name in "${scripts[@]}"; do
     i=$((i + 1))
     echo
     echo "==> [$i/${#scripts[@]}] reproduce/$name.py --profile $profile ${passthrough[*]:-}   ($(( $(date +%s) - start )) s so far)"
-    "$py" "reproduce/$name.py" --profile "$profile" "${passthrough[@]}"
+    extra=()
+    if [ "$name" = table_published ]; then extra=("${published[@]}"); fi
+    "$py" "reproduce/$name.py" --profile "$profile" "${passthrough[@]}" "${extra[@]}"
 done
 echo
 "$py" -m encnet.report.summary --profile "$profile" --since "$start" --elapsed "$(( $(date +%s) - start ))"

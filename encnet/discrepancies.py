@@ -284,6 +284,10 @@ def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = 
     for entry in ledger:
         if not entry.measurable or (profile == "demo" and entry.not_in_demo) or evaluation_only(entry):
             continue
+        if entry.switch.startswith("eval."):
+            # The evaluation protocol is not in the run id, so both sides would be one run, and the table
+            # compares single-scale evaluations: such an entry is tested, not measured here.
+            continue
         if profile == "demo":
             if "base" not in settings:
                 raise ValueError("the ledger's profiles.demo.base is missing (the demo config every entry starts from)")

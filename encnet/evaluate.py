@@ -7,6 +7,10 @@ choose other settings (``eval_<tag>.json``). Under ``torchrun`` every process ev
 images and the confusion matrices are summed (all-reduced) before the metrics are computed, so the numbers
 do not depend on the number of processes.
 
+``--weights FILE --config CONFIG [--source S]`` evaluates a published checkpoint (the authors' model zoo,
+mmsegmentation, or ours) without a run folder, under its source's protocol (``encnet.evaluate_published``);
+``--export mmseg`` writes one of our checkpoints in mmsegmentation's layout.
+
 ``--save-predictions`` writes one PNG of class indices per image into ``RUN_DIR/predictions/<tag>/`` and, for
 models with an SE-loss head, ``se_probabilities.json`` (per image: sigmoid of the class-presence logits).
 """
@@ -17,7 +21,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,10 +66,11 @@ def eval_tag(scales: Sequence[float] | None, flip: bool, split: str, config: Con
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx, amp: bool = False,
                    scales: Sequence[float] | None = None, flip: bool = False,
-                   save_dir: Path | None = None) -> dict:
+                   save_dir: Path | None = None, predict: Callable | None = None) -> dict:
     """Evaluate ``model`` on this process's shard of ``dataset``; returns the all-reduced metrics.
 
     ``scales`` None: one full-image pass (single-scale). Otherwise the multi-scale sliding window.
+    ``predict(model, image)``: another protocol's scores instead (``encnet.protocols``).
     """
     model.eval()
     loader = DataLoader(_Shard(dataset, ctx.rank, ctx.world_size), batch_size=1, shuffle=False,
@@ -88,12 +93,18 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
         with torch.autocast(ctx.device.type, enabled=amp):
             if config.task == "classification":
                 logits = model(image)
+            elif predict is not None:
+                logits = predict(model, image)
             else:
                 logits = predict_logits(model, image, scales=scales, flip=flip, base_size=base, crop_size=crop,
-                                        stride_ratio=config.eval.stride_ratio)
-        metric.update(logits.float(), target)
+                                        stride_ratio=config.eval.stride_ratio, accumulate=config.eval.accumulate,
+                                        align_corners=config.eval.align_corners,
+                                        max_batch=config.eval.max_batch)
+        # float64 stays: the release's exp-sum scores overflow float32 (encnet.inference).
+        metric.update(logits.to(torch.promote_types(logits.dtype, torch.float32)), target)
         if size_bins is not None:
-            size_bins.update(logits.float(), target, torch.from_numpy(dataset.size_regions(int(index))).long())
+            size_bins.update(logits.to(torch.promote_types(logits.dtype, torch.float32)), target,
+                             torch.from_numpy(dataset.size_regions(int(index))).long())
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"
             _save_prediction(save_dir / f"{name}.png", logits)
@@ -150,6 +161,8 @@ def write_eval(run_dir: Path, tag: str, result: dict, config: Config, split: str
         "crop_size": None if scales is None else (config.eval.crop_size or config.data.crop_size),
         "base_size": None if scales is None else (config.eval.base_size or config.data.base_size),
         "stride_ratio": None if scales is None else config.eval.stride_ratio,
+        "accumulate": None if scales is None else config.eval.accumulate,
+        "align_corners": None if scales is None else config.eval.align_corners,
     }
     path = Path(run_dir) / (f"eval_{tag}.json" if tag else "eval.json")
     runs.write_json(path, record)
@@ -194,16 +207,41 @@ def evaluate(run_dir: str | Path, scales: Sequence[float] | None = None, flip: b
     return runs.read_json(run_dir / (f"eval_{tag}.json" if tag else "eval.json")) if ctx.is_main else result
 
 
+def _print_summary(result: dict) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        summary = {k: v for k, v in result.items() if k in ("pixAcc", "mIoU", "accuracy", "top1_error")}
+        protocol = result.get("protocol", {}).get("name")
+        print(" ".join(f"{k} {v:.2f}" for k, v in summary.items()) + (f"  (protocol: {protocol})" if protocol else ""),
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m encnet.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run folder written by encnet.train")
+    parser.add_argument("run_dir", nargs="?", help="a run folder written by encnet.train")
     parser.add_argument("--scales", type=float, nargs="+", help="multi-scale sliding window at these scales")
     parser.add_argument("--ms", action="store_true", help="the config's multi-scale protocol (eval.scales, eval.flip)")
     parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped prediction")
     parser.add_argument("--save-predictions", action="store_true", help="write PNG predictions (and SE probabilities)")
     parser.add_argument("--split", help="dataset split (default: the config's data.val_split)")
     parser.add_argument("--device", choices=["cuda", "cpu"])
+    published = parser.add_argument_group("published weights (no run folder; see encnet.evaluate_published)")
+    published.add_argument("--weights", help="a checkpoint file: the authors' model zoo, mmsegmentation, or ours")
+    published.add_argument("--source", choices=["pytorch-encoding", "mmseg", "encnet"],
+                           help="the file's layout (default: detected from its key names)")
+    published.add_argument("--config", help="the experiment config giving the dataset (e.g. configs/paper/...)")
+    published.add_argument("--protocol", help="evaluation protocol preset (default: the source's own: release, "
+                           "mmseg, suite)")
+    published.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                           help="config overrides, e.g. data.root=/data")
+    published.add_argument("--out-dir", help="where eval.json goes (default runs/published/<experiment>/<file>)")
+    published.add_argument("--export", choices=["mmseg"], help="write the run's (or --weights') checkpoint in this "
+                           "layout instead of evaluating")
+    published.add_argument("--export-to", help="output file of --export (default: next to the checkpoint)")
     args = parser.parse_args(argv)
+    if args.weights or args.export:
+        return _main_published(args, parser)
+    if not args.run_dir:
+        parser.error("give a run folder, or --weights FILE --config CONFIG")
     scales, flip = args.scales, args.flip
     if args.ms:
         config = load_config(Path(args.run_dir) / "config.yaml")
@@ -212,14 +250,41 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate(args.run_dir, scales=scales, flip=flip, save_predictions=args.save_predictions,
                           split=args.split, device=args.device)
-        if int(os.environ.get("RANK", "0")) == 0:
-            summary = {k: v for k, v in result.items() if k in ("pixAcc", "mIoU", "accuracy", "top1_error")}
-            print(" ".join(f"{k} {v:.2f}" for k, v in summary.items()), flush=True)
+        _print_summary(result)
     except (FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 2
     from .train import exit_process
 
+    return exit_process(rc)
+
+
+def _main_published(args, parser) -> int:
+    from .evaluate_published import evaluate_published, export_checkpoint
+    from .models.published import PublishedWeightsError
+    from .train import exit_process
+
+    weights, config = args.weights, args.config
+    if args.run_dir:
+        weights = weights or str(Path(args.run_dir) / runs.CHECKPOINT)
+        config = config or str(Path(args.run_dir) / "config.yaml")
+    if not weights or not config:
+        parser.error("--weights and --config are both needed (or a run folder with --export)")
+    rc = 0
+    try:
+        if args.export:
+            out = args.export_to or str(Path(weights).with_name(Path(weights).stem + f"_{args.export}.pth"))
+            print(f"wrote {export_checkpoint(weights, config, args.export, out)} ({args.export} layout)", flush=True)
+        else:
+            result = evaluate_published(weights, config, source=args.source, protocol=args.protocol,
+                                        out_dir=args.out_dir, overrides=args.set, split=args.split,
+                                        device=args.device)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(result["weights"]["load_report"]["file"], "loaded;", result["protocol"]["description"])
+            _print_summary(result)
+    except (FileNotFoundError, ConfigError, PublishedWeightsError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        rc = 2
     return exit_process(rc)
 
 

@@ -396,7 +396,8 @@ def _ms_overrides(config) -> list[str]:
     e = config.eval
     return [f"eval.scales={list(e.scales)}", f"eval.flip={str(bool(e.flip)).lower()}",
             f"eval.crop_size={'null' if e.crop_size is None else e.crop_size}",
-            f"eval.base_size={'null' if e.base_size is None else e.base_size}", f"eval.stride_ratio={e.stride_ratio}"]
+            f"eval.base_size={'null' if e.base_size is None else e.base_size}", f"eval.stride_ratio={e.stride_ratio}",
+            f"eval.accumulate={e.accumulate}", f"eval.align_corners={str(bool(e.align_corners)).lower()}"]
 
 
 def _has_ms_eval(run: PlannedRun) -> bool:
@@ -410,7 +411,8 @@ def _has_ms_eval(run: PlannedRun) -> bool:
     done = read_json(path).get("settings", {})
     e, d = run.config.eval, run.config.data
     want = {"scales": list(scales), "flip": flip, "crop_size": e.crop_size or d.crop_size,
-            "base_size": e.base_size or d.base_size, "stride_ratio": e.stride_ratio}
+            "base_size": e.base_size or d.base_size, "stride_ratio": e.stride_ratio,
+            "accumulate": e.accumulate, "align_corners": e.align_corners}
     return all(done.get(k) == v for k, v in want.items())
 
 

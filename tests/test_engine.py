@@ -135,7 +135,8 @@ def test_evaluate_multi_scale_flip_writes_tagged_eval_and_predictions(tiny_segme
     stored = json.loads((run_dir / "eval_ms_flip.json").read_text())
     assert stored == result
     assert stored["settings"] == {"split": "val", "mode": "sliding_window", "scales": [0.75, 1.25], "flip": True,
-                                  "crop_size": 24, "base_size": 32, "stride_ratio": pytest.approx(2 / 3)}
+                                  "crop_size": 24, "base_size": 32, "stride_ratio": pytest.approx(2 / 3),
+                                  "accumulate": "release_exp_sum", "align_corners": True}
     pngs = sorted((run_dir / "predictions" / "ms_flip").glob("*.png"))
     assert [p.stem for p in pngs] == ["val_00000", "val_00001", "val_00002"]
     prediction = np.asarray(Image.open(pngs[0]))

@@ -10,6 +10,9 @@ torchvision's ``replace_stride_with_dilation=[False, True, True]`` and the autho
   Built from torchvision's ResNet by swapping the stem and the two convs of layer1's first block that
   read it. The stem's keys (``conv1.0``, ``conv1.1``, ``conv1.3``, ``conv1.4``, ``conv1.6``, ``bn1``)
   follow the release's layout. torchvision has no ImageNet weights for it.
+- ``resnet50v1c`` / ``resnet101v1c``: mmsegmentation's ResNetV1c (the stem of its ``*-d8`` models): the same
+  deep stem at half the width, 3→32→32→64, so layer1 reads 64 channels as in torchvision. Its third conv's BN
+  and ReLU are this module's ``bn1``/``relu``, as in the release's deep stem.
 - ``resnet_tiny``: the demo profile's CPU backbone: one torchvision Bottleneck per stage with widths
   32/64/128/256. torchvision's ``ResNet`` hard-codes the stage widths 64…512 (×4), so it is assembled
   here from the same Bottleneck blocks.
@@ -29,13 +32,19 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-__all__ = ["ResNetFeatures", "build_backbone", "BACKBONES"]
+__all__ = ["ResNetFeatures", "build_backbone", "deep_stem", "tiny_resnet", "BACKBONES"]
 
 _TORCHVISION = {
     "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
     "resnet101": (resnet101, ResNet101_Weights.IMAGENET1K_V1),
 }
-_DEEP_STEM = {"resnet50s": "resnet50", "resnet101s": "resnet101"}
+# name: (torchvision base, the deep stem's widths)
+_DEEP_STEM = {
+    "resnet50s": ("resnet50", (64, 64, 128)),
+    "resnet101s": ("resnet101", (64, 64, 128)),
+    "resnet50v1c": ("resnet50", (32, 32, 64)),
+    "resnet101v1c": ("resnet101", (32, 32, 64)),
+}
 _TINY_BLOCKS = {"resnet_tiny": (1, 1, 1, 1), "resnet_tiny_deep": (1, 1, 3, 1)}
 BACKBONES = (*_TORCHVISION, *_DEEP_STEM, *_TINY_BLOCKS)
 
@@ -75,21 +84,28 @@ def _kaiming(conv: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
-def _deep_stem_resnet(base: str) -> ResNetFeatures:
-    net = _TORCHVISION[base][0](weights=None, replace_stride_with_dilation=[False, True, True])
-    net.conv1 = nn.Sequential(
-        _kaiming(nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)),
-        nn.BatchNorm2d(64),
+def deep_stem(widths: tuple[int, int, int]) -> tuple[nn.Sequential, nn.BatchNorm2d]:
+    """Three 3×3 convs 3→w0→w1→w2 (the first with stride 2) and the BN that follows the last one."""
+    w0, w1, w2 = widths
+    stem = nn.Sequential(
+        _kaiming(nn.Conv2d(3, w0, 3, stride=2, padding=1, bias=False)),
+        nn.BatchNorm2d(w0),
         nn.ReLU(inplace=True),
-        _kaiming(nn.Conv2d(64, 64, 3, padding=1, bias=False)),
-        nn.BatchNorm2d(64),
+        _kaiming(nn.Conv2d(w0, w1, 3, padding=1, bias=False)),
+        nn.BatchNorm2d(w1),
         nn.ReLU(inplace=True),
-        _kaiming(nn.Conv2d(64, 128, 3, padding=1, bias=False)),
+        _kaiming(nn.Conv2d(w1, w2, 3, padding=1, bias=False)),
     )
-    net.bn1 = nn.BatchNorm2d(128)
+    return stem, nn.BatchNorm2d(w2)
+
+
+def _deep_stem_resnet(base: str, widths: tuple[int, int, int]) -> ResNetFeatures:
+    net = _TORCHVISION[base][0](weights=None, replace_stride_with_dilation=[False, True, True])
+    net.conv1, net.bn1 = deep_stem(widths)
     first = net.layer1[0]
-    first.conv1 = _kaiming(nn.Conv2d(128, first.conv1.out_channels, 1, bias=False))
-    first.downsample[0] = _kaiming(nn.Conv2d(128, first.downsample[0].out_channels, 1, bias=False))
+    if first.conv1.in_channels != widths[2]:
+        first.conv1 = _kaiming(nn.Conv2d(widths[2], first.conv1.out_channels, 1, bias=False))
+        first.downsample[0] = _kaiming(nn.Conv2d(widths[2], first.downsample[0].out_channels, 1, bias=False))
     return _from_torchvision(net)
 
 
@@ -102,7 +118,11 @@ def _tiny_stage(inplanes: int, planes: int, blocks: int, stride: int, dilation: 
     return nn.Sequential(first, *rest)
 
 
-def _tiny_resnet(planes=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width: int = 16) -> ResNetFeatures:
+def tiny_resnet(planes=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width: int = 16,
+                stem_widths: tuple[int, int, int] | None = None) -> ResNetFeatures:
+    """A small dilated ResNet; ``stem_widths`` gives it a deep stem (the released and mmseg layouts, in miniature)."""
+    if stem_widths is not None:
+        stem_width = stem_widths[2]
     out = [p * Bottleneck.expansion for p in planes]
     inplanes = [stem_width, *out[:3]]
     strides, dilations = (1, 2, 1, 1), (1, 1, 2, 4)
@@ -111,8 +131,11 @@ def _tiny_resnet(planes=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width: int = 
         _tiny_stage(inplanes[i], planes[i], blocks[i], strides[i], dilations[i], previous[i])
         for i in range(4)
     ]
-    stem = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
-    features = ResNetFeatures(stem, nn.BatchNorm2d(stem_width), layers, out)
+    if stem_widths is None:
+        stem, bn1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(stem_width)
+    else:
+        stem, bn1 = deep_stem(stem_widths)
+    features = ResNetFeatures(stem, bn1, layers, out)
     for m in features.modules():
         if isinstance(m, nn.Conv2d):
             _kaiming(m)
@@ -164,9 +187,9 @@ def build_backbone(name: str, pretrained: str = "none") -> ResNetFeatures:
         net = _TORCHVISION[name][0](weights=None, replace_stride_with_dilation=[False, True, True])
         backbone = _from_torchvision(net)
     elif name in _DEEP_STEM:
-        backbone = _deep_stem_resnet(_DEEP_STEM[name])
+        backbone = _deep_stem_resnet(*_DEEP_STEM[name])
     elif name in _TINY_BLOCKS:
-        backbone = _tiny_resnet(blocks=_TINY_BLOCKS[name])
+        backbone = tiny_resnet(blocks=_TINY_BLOCKS[name])
     else:
         raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
 

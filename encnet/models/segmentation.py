@@ -33,12 +33,15 @@ class SegmentationOutput(NamedTuple):
     aux_se: Tensor | None = None
 
 
-def _upsample(logits: Tensor, size) -> Tensor:
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def _upsample(logits: Tensor, size, align_corners: bool = False) -> Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
 
 
 class _SegmentationModel(nn.Module):
     backbone: nn.Module
+    # The release upsampled the heads' logits with align_corners=True; encnet.models.published sets it for
+    # the release's checkpoints. Not a parameter: it does not change the state dict.
+    align_corners: bool = False
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()
@@ -63,8 +66,8 @@ class FCN(_SegmentationModel):
     def forward(self, x: Tensor) -> SegmentationOutput:
         size = x.shape[-2:]
         _, _, c3, c4 = self.backbone(x)
-        out = _upsample(self.head(c4), size)
-        aux = _upsample(self.aux_head(c3), size) if self.aux_head is not None else None
+        out = _upsample(self.head(c4), size, self.align_corners)
+        aux = _upsample(self.aux_head(c3), size, self.align_corners) if self.aux_head is not None else None
         return SegmentationOutput(out, aux, None)
 
 
@@ -112,8 +115,8 @@ class EncNet(_SegmentationModel):
         if isinstance(self.aux_head, SEHead):
             aux_se = self.aux_head(c3)
         elif self.aux_head is not None:
-            aux = _upsample(self.aux_head(c3), size)
-        return SegmentationOutput(_upsample(out, size), aux, se, aux_se)
+            aux = _upsample(self.aux_head(c3), size, self.align_corners)
+        return SegmentationOutput(_upsample(out, size, self.align_corners), aux, se, aux_se)
 
 
 _ENCNET_ONLY_DEFAULTS = {"se_loss": True, "lateral": False, "num_codes": 32, "attention": "release",
