@@ -171,15 +171,23 @@ def test_small_large_objects_fall_in_their_size_bins_and_regions_mark_them():
     bins = {name: (round(lo * size), round(hi * size)) for name, (lo, hi) in cs.SIZE_BINS["small_large"].items()}
     assert bins["small"][1] < bins["large"][0]  # the bins do not touch
     seen = {"small": 0, "large": 0}
+    controls = []
     for i in range(60):
         _, mask, _, regions = cs.draw_scene(np.random.default_rng([0, 0, i]), size, "colour", "small_large")
-        for pixels, box, _label in _objects(mask):
+        for pixels, box, label in _objects(mask):
             side = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
             name = next(n for n, (lo, hi) in bins.items() if lo <= side <= hi)
-            seen[name] += 1
             assert (regions[box][pixels] == cs.REGION_CODES[name]).all()
+            if label in cs.AMBIGUOUS_CLASSES:
+                seen[name] += 1
+            else:
+                controls.append((name, pixels.sum() / side**2))
         assert ((regions > 0) | (mask == 0)).all()  # every object pixel is in a region
+    # Scene-dependent objects: small and large about equally often.
     assert min(seen.values()) > 40 and 0.6 < seen["small"] / seen["large"] < 1.6
+    # Controls: always large, with thick strokes (a thin 2-px ring covers under a third of its box).
+    assert len(controls) > 10 and all(name == "large" for name, _ in controls)
+    assert min(cover for _, cover in controls) > 0.4
 
 
 def test_default_sizes_keep_one_bin_and_write_no_regions(tmp_path):

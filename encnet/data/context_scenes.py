@@ -44,7 +44,8 @@ Two options put the mechanisms of two further claims at play (designed before an
                   of the image: 6–9 px at 64, about one cell of the output-stride-8 feature map) or large
                   (22–28 %: 14–18 px) with probability 1/2, so small scene-dependent objects are as frequent as
                   large ones but hold few pixels; a pixel loss sees them little, the SE-loss (one presence bit per
-                  class, whatever its size) as much as large ones. ``regions/<id>.png`` marks each object with a
+                  class, whatever its size) as much as large ones. The controls (ring, cross) are always large with
+                  strokes a third of their side, so that learning them tests training, not resolution. ``regions/<id>.png`` marks each object with a
                   2-pixel margin by its size bin (1 small, 2 large, 0 elsewhere), so evaluation reports the mean
                   IoU of the scene-dependent classes over the pixels near small objects and near large ones
                   (``mIoU_small``, ``mIoU_large``; ``encnet.evaluate``).
@@ -73,7 +74,7 @@ from PIL import Image
 from encnet.data.base import DatasetNotFoundError, SegmentationDataset, lookup_table, missing, read_split_list
 from encnet.data.cache import build_dir_atomically, default_cache_dir
 
-VERSION = 1
+VERSION = 2  # 2: size bins, the mixture cue, thick large controls with size bins (the default data is unchanged)
 SCENES = ("field", "beach", "street", "night")
 SHAPES = ("disc", "square")
 CLASS_NAMES = (
@@ -98,6 +99,11 @@ SIZES = ("one", "small_large")
 # Object side as a fraction of the image side, per size option and bin; region value of each bin.
 SIZE_BINS = {"one": {"one": (0.16, 0.25)}, "small_large": {"small": (0.10, 0.14), "large": (0.22, 0.28)}}
 REGION_CODES = {"small": 1, "large": 2}
+# The controls (ring, cross) are always drawn large with a third of their side as stroke width when there are size
+# bins: the thin default controls (2–3 px strokes) were never segmented at output stride 8 (IoU ≈ 0 for FCN and
+# EncNet alike), which left the precondition "controls learned" unmeetable for reasons that have nothing to do
+# with context.
+CONTROL_BIN = "large"
 REGION_MARGIN = 2  # pixels around an object counted in its size bin: false positives next to it count too
 # cue="mixture": every scene mixes m + d and m − d; |d| is the same, only its direction in RGB differs.
 MIXTURE_MEAN = np.array([120.0, 120.0, 120.0])
@@ -168,7 +174,7 @@ def _mixture_backdrop(rng: np.random.Generator, scene: str, rows: int, width: in
     return mean + sign[..., None] * d + rng.normal(0, 4, size=(rows, width, 3))
 
 
-def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(kind: str, size: int, rng: np.random.Generator, thick: bool = False) -> np.ndarray:
     c = (size - 1) / 2
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     r = np.hypot(y - c, x - c)
@@ -177,8 +183,8 @@ def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "square":
         return np.ones((size, size), dtype=bool)
     if kind == "ring":
-        return (r <= size / 2) & (r >= size / 2 - max(2, size // 5))
-    arm = max(2, size // 4)  # cross
+        return (r <= size / 2) & (r >= size / 2 - max(2, size // (3 if thick else 5)))
+    arm = max(2, size // (3 if thick else 4))  # cross
     return (np.abs(y - c) <= arm / 2) | (np.abs(x - c) <= arm / 2)
 
 
@@ -226,6 +232,8 @@ def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour",
     for kind in kinds:
         # (With sizes="one" this draws nothing extra, so the default data stays byte-identical to version 1.)
         size_bin = list(bins)[int(rng.integers(len(bins)))] if len(bins) > 1 else next(iter(bins))
+        if kind not in SHAPES and sizes != "one":
+            size_bin = CONTROL_BIN  # controls: large and thick, so that every network can learn them
         low, high = bins[size_bin]
         size = int(rng.integers(round(low * s), round(high * s) + 1))
         for _attempt in range(30):
@@ -236,7 +244,7 @@ def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour",
                 break
         else:
             continue  # no free place left: fewer objects
-        shape = _shape_mask(kind, size, rng)
+        shape = _shape_mask(kind, size, rng, thick=sizes != "one")
         label = class_id(scene, kind) if kind in SHAPES else CLASS_NAMES.index(kind)
         region = (slice(y0, y0 + size), slice(x0, x0 + size))
         image[region][shape] = _object_pixels(kind, size, rng)[shape]
