@@ -225,7 +225,7 @@ def _voc(profile: str, enc50: str) -> Experiment:
     coco = "context_scenes_pretrain_encnet.yaml" if demo else "voc_coco_encnet_r101.yaml"
     aug = enc50 if demo else "voc_aug_encnet_r101.yaml"
     # Demo stage 3: a short fine-tune at a tenth of the learning rate, as the paper's trainval stage.
-    trainval, tv = (enc50, ("train.base_lr=0.005", "train.epochs=2")) if demo else ("voc_trainval_encnet_r101.yaml", ())
+    trainval, tv = (enc50, ("train.base_lr=0.02", "train.epochs=2")) if demo else ("voc_trainval_encnet_r101.yaml", ())
     server = "test server (stage trained: submit its checkpoint)"
     rows = (
         Row("train_aug (val)", aug, eval="ms"),
