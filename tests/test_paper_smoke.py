@@ -43,8 +43,6 @@ VOC_CHAIN = ("voc_coco_encnet_r101", "voc_aug_encnet_r101", "voc_trainval_encnet
 OVERRIDABLE = {"data.root", "train.epochs", "train.batch_size", "model.pretrained", "model.init_from"}
 TIMEOUT_S = 3600  # per command; a loaded 2-core machine is slow, a hang still ends
 
-pytestmark = pytest.mark.slow
-
 
 def _paper_stems() -> list[str]:
     return sorted(p.stem for p in PAPER.glob("*.yaml"))
@@ -196,11 +194,13 @@ def test_every_paper_config_is_covered():
     assert datasets <= set(paper_fixtures.WRITERS), datasets - set(paper_fixtures.WRITERS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", [s for s in _paper_stems() if s not in VOC_CHAIN])
 def test_paper_config_trains_and_evaluates(stem, fixtures, tmp_path):
     run_config(stem, fixtures, tmp_path)
 
 
+@pytest.mark.slow
 def test_voc_chain_trains_and_evaluates(fixtures, tmp_path):
     previous = None
     for stem in VOC_CHAIN:
