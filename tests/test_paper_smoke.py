@@ -101,6 +101,21 @@ def torchrun(args: list[str], cache: Path, threads: int = 1) -> tuple[str, float
     return f"$ {' '.join(cmd)}\n(rc {proc.returncode})\n{proc.stdout}\n{proc.stderr}", time.perf_counter() - start
 
 
+def check_logged_config(paper_file: Path, logged_config: dict, overrides: dict) -> None:
+    """The run is the paper config: its logged resolved config differs from the file only in ``overrides``."""
+    stem = paper_file.stem
+    logged = _flat(logged_config)
+    paper = _flat(to_dict(load_config(paper_file)))
+    assert set(logged) == set(paper), f"{stem}: logged keys differ: {set(logged) ^ set(paper)}"
+    changed = {k for k in paper if logged[k] != paper[k]}
+    assert changed <= set(overrides), f"{stem}: the run changed {sorted(changed - set(overrides))}"
+    for key, value in overrides.items():
+        assert logged[key] == value, (key, logged[key], value)
+    for key, value in _flat(yaml.safe_load(paper_file.read_text())).items():  # the file itself, as written
+        if key not in overrides:
+            assert logged[key] == value, f"{stem}: {key} is {logged[key]!r} in the run, {value!r} in the file"
+
+
 def overrides_for(stem: str, fixtures: Fixtures, init_from: Path | None = None) -> dict[str, object]:
     raw = yaml.safe_load((PAPER / f"{stem}.yaml").read_text())
     dataset = raw["data"]["dataset"]
@@ -128,18 +143,7 @@ def run_config(stem: str, fixtures: Fixtures, tmp_path: Path, init_from: Path | 
                              "--run-dir", str(run_dir), "--device", "cpu"], cache)
     assert runs.is_finished(run_dir), f"{stem}: training did not finish\n{log}"
 
-    # The run is the paper config: the logged resolved config differs from the file only in the overrides.
-    logged = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    paper = _flat(to_dict(load_config(paper_file)))
-    assert set(logged) == set(paper), f"{stem}: logged keys differ: {set(logged) ^ set(paper)}"
-    changed = {k for k in paper if logged[k] != paper[k]}
-    assert changed <= set(overrides), f"{stem}: the run changed {sorted(changed - set(overrides))}"
-    for key, value in overrides.items():
-        assert logged[key] == value, (key, logged[key], value)
-    for key, value in _flat(yaml.safe_load(paper_file.read_text())).items():  # the file itself, as written
-        if key not in overrides:
-            assert logged[key] == value, f"{stem}: {key} is {logged[key]!r} in the run, {value!r} in the file"
-
+    check_logged_config(paper_file, yaml.safe_load((run_dir / "config.yaml").read_text()), overrides)
     config = load_config(run_dir / "config.yaml")
     classification = config.task == "classification"
     env = json.loads((run_dir / "env.json").read_text())
@@ -192,6 +196,24 @@ def test_every_paper_config_is_covered():
     assert not missing, f"the VOC chain names configs that do not exist: {missing}"
     datasets = {yaml.safe_load((PAPER / f"{s}.yaml").read_text())["data"]["dataset"] for s in stems}
     assert datasets <= set(paper_fixtures.WRITERS), datasets - set(paper_fixtures.WRITERS)
+
+
+@pytest.mark.parametrize("stem", _paper_stems())
+def test_config_check_accepts_the_overrides_and_catches_any_other_change(stem):
+    paper_file = PAPER / f"{stem}.yaml"
+    overrides = {"data.root": "/fixture", "train.epochs": 1, "train.batch_size": 2}
+    resolved = to_dict(load_config(paper_file, [f"{k}={v}" for k, v in overrides.items()]))
+    check_logged_config(paper_file, resolved, overrides)
+    for section, key, value in [("data", "crop_size", 320), ("train", "base_lr", 0.5), ("model", "name", "x"),
+                                ("eval", "flip", False)]:
+        if key not in resolved[section]:
+            continue
+        changed = yaml.safe_load(yaml.safe_dump(resolved))
+        changed[section][key] = value
+        with pytest.raises(AssertionError, match=f"{section}.{key}"):
+            check_logged_config(paper_file, changed, overrides)
+    with pytest.raises(AssertionError, match="logged keys differ"):
+        check_logged_config(paper_file, {**resolved, "extra": 1}, overrides)
 
 
 @pytest.mark.slow
