@@ -297,7 +297,8 @@ def best_validation_note(best: pd.DataFrame, labels: Sequence[str]) -> str | Non
         return None
     return ("Best validation epoch, the release's checkpoint selection (largest (pixAcc + mIoU) / 2 on val; ledger "
             "entry checkpoint_selection); the table shows the last epoch. These are the training-time "
-            "single-scale monitoring numbers on val (metrics.jsonl best_val_*), also for multi-scale rows; rows "
+            "single-scale monitoring numbers on val (`best_val_*` in metrics.jsonl), single-scale also beside a "
+            "multi-scale row; rows "
             "without logged validation are left out: " + "; ".join(shown) + ".")
 
 
