@@ -420,6 +420,8 @@ def entry_sides(ledger: Ledger, config: Config, configs_dir: str | Path | None =
             continue
         if entry.suite_follows in ("both", "n/a") and _get_dotted(config, entry.switch) is None:
             continue
+        if entry.applies_to and config.experiment not in entry.applies_to:
+            continue  # e.g. fcn_aux's model.aux on an EncNet: that value is another entry's business
         values = {s: _resolved(entry, s, config) for s in SIDES}
         if not all(applies for applies, _ in values.values()):
             continue

@@ -529,8 +529,11 @@ def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str
     comparison = tables.compare(rows, metrics, reported, results, profile)
     table = (tables.whole_table(comparison, rows, reported, experiment.sections, metrics, experiment.metrics,
                                 profile) if experiment.sections else None)
+    best = tables.best_validation_note(runlogs.collect_best_validation(refs, runs_root),
+                                       [r.label for r in experiment.rows])
     return tables.write_table(comparison, experiment.name, experiment.title, experiment.caption.strip(), profile,
-                              out_dir, experiment.directions, table=table, results=results)
+                              out_dir, experiment.directions, notes=[best] if best else [], table=table,
+                              results=results)
 
 
 # --------------------------------------------------------------------------------------------------- CLI

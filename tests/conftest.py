@@ -38,6 +38,11 @@ TINY_CLASSIFICATION = {
 }
 
 
+def pytest_configure(config):
+    # Registered here because pyproject.toml is shared; run_tests.sh and CI run slow tests too.
+    config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
     """One cache folder for the generated demo data of the whole session (built once, on first use)."""

@@ -97,8 +97,9 @@ def test_paper_cost_table_from_a_fixture_results_file(tmp_path):
     assert r50["iterations"] == 24_960
     assert r50["step_s"] == 0.5 and r50["gpu_hours"] == round(24_960 * 0.5 / 3600, 1) == 3.5
     assert r50["peak_GiB"] == 40.0 and "Fixture GPU 80GB" in r50["measured_on"]
-    assert frame.loc["ade20k_encnet_r50"]["iterations"] == 180 * (20_210 // 16)
-    assert frame.loc["ade20k_encnet_r50"]["gpu_hours"] == round(180 * 1263 * 0.5 / 3600, 1)
+    # configs/paper/ade20k_encnet_r50.yaml: 120 epochs (paper §3.1 and release v0.5.0; ledger ade_lr)
+    assert frame.loc["ade20k_encnet_r50"]["iterations"] == 120 * (20_210 // 16)
+    assert frame.loc["ade20k_encnet_r50"]["gpu_hours"] == round(120 * 1263 * 0.5 / 3600, 1)
     assert frame.loc["voc_trainval_encnet_r101"]["iterations"] == 50 * ((1464 + 1449) // 16)
     # The R101 row ran out of memory, FCN was measured at batch 2 only, CIFAR has no step benchmark.
     for name in ("pcontext_encnet_r101", "pcontext_fcn_r50", "cifar10_encnet_32k128d"):

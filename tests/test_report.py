@@ -6,6 +6,7 @@ Regenerate the golden files after an intended layout change with ``ENCNET_UPDATE
 tests/test_report.py`` and review the diff.
 """
 
+import json
 import math
 import os
 import shutil
@@ -268,6 +269,71 @@ def test_paper_rows_get_a_verdict_against_the_reported_number():
         results = _results({"EncNet": {"mIoU": values}}).assign(profile="paper", run_dir="r", eval="ss")
         line = tables.compare(rows, ["mIoU"], reported, results, "paper").iloc[0]
         assert line["vs_reported"] == verdict, values
+
+
+BEST_NOTE = "Best validation epoch, the release's checkpoint selection"
+
+
+def test_best_validation_note_gives_the_releases_choice_beside_the_last_epoch(tmp_path):
+    build("ablation", tmp_path)
+    md = (tmp_path / "tables" / "ablation_demo.md").read_text()
+    note = next(l for l in md.splitlines() if BEST_NOTE in l)
+    # Hand oracle (fixture README): by (pixAcc + mIoU) / 2, seed 0 peaks at epoch 2 (79 / 50, score 64.5 > 63 at
+    # epoch 3), seed 1 at its last epoch 3 (78.5 / 48.5). Mean pixAcc 78.75, sample std 0.5 / sqrt(2) = 0.354;
+    # mIoU 49.25, std 1.5 / sqrt(2) = 1.061.
+    assert ("EncNet pixAcc 78.75 ± 0.35, mIoU 49.25 ± 1.06 (best epoch: 2 of 3 for seed 0, 3 of 3 for seed 1)"
+            in note)
+    assert "EncNet R101 pixAcc 78.75 ± 0.35" in note  # the demo's R101 row is the same runs
+    # FCN and w/o SE-loss logged no validation; the MS+flip row's only run is unfinished: all left out.
+    assert "FCN" not in note and "w/o SE-loss" not in note and "MS+flip" not in note
+    # The table's own cells stay the last epoch's (eval.json: 78.0 and 78.5 → 78.25).
+    line = next(l for l in table_lines(md) if l[0] == "EncNet")
+    assert line[2] == "78.25 ± 0.35"
+    best = runlogs.collect_best_validation(
+        [("EncNet", DEMO / f"seed{s}-fmtenc", "ss") for s in (0, 1)], RUNS)
+    assert best[["seed", "best_val_epoch", "epochs"]].values.tolist() == [[0, 2, 3], [1, 3, 3]]
+    assert best["best_val_pixAcc"].tolist() == [79.0, 78.5] and best["best_val_mIoU"].tolist() == [50.0, 48.5]
+    assert best["run_dir"].tolist() == ["demo/pcontext/seed0-fmtenc", "demo/pcontext/seed1-fmtenc"]
+
+
+def test_best_validation_note_for_one_seed_and_none_without_logged_validation():
+    best = runlogs.collect_best_validation([("EncNet", DEMO / "seed0-fmtenc", "ss"),
+                                            ("FCN", DEMO / "seed0-fmtfcn", "ss"),
+                                            ("MS", DEMO / "seed0-fmtenc", "ms_flip"),
+                                            ("MS no flip", DEMO / "seed0-fmtenc", "ms")], RUNS)
+    # FCN logged no validation and there is no eval_ms.json: as in the table, those rows have nothing to show.
+    assert best["row"].tolist() == ["EncNet", "MS"]
+    note = tables.best_validation_note(best, ["FCN", "EncNet"])
+    assert note.endswith(": EncNet pixAcc 79.00, mIoU 50.00 (best epoch: 2 of 3).")
+    assert tables.best_validation_note(best, ["FCN"]) is None
+    assert tables.best_validation_note(runlogs.collect_best_validation([("FCN", DEMO / "seed0-fmtfcn", "ss")]),
+                                       ["FCN"]) is None
+
+
+def test_tables_without_logged_validation_have_no_best_note_and_the_same_layout(tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(RUNS, runs)
+    for seed in (0, 1):  # the same runs, as logged before training recorded best_val_*
+        path = runs / "demo" / "pcontext" / f"seed{seed}-fmtenc" / "metrics.jsonl"
+        records = [json.loads(l) for l in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("best_val_")}) + "\n"
+                                for r in records))
+    experiment = experiments("demo")["ablation"]
+    refs = [(label, runs / Path(d).relative_to(RUNS), tag) for label, d, tag in fixture_refs(experiment)]
+    write_outputs(experiment, "demo", refs, runs, tmp_path / "without", REPORTED)
+    build("ablation", tmp_path / "with")
+    for suffix in ("md", "tex", "csv"):
+        without = (tmp_path / "without" / "tables" / f"ablation_demo.{suffix}").read_text()
+        with_ = (tmp_path / "with" / "tables" / f"ablation_demo.{suffix}").read_text()
+        assert "Best validation" not in without
+        if suffix == "csv":
+            assert without == with_  # the tidy numbers are the last epoch's either way
+        elif suffix == "md":
+            assert without.splitlines() == [l for l in with_.splitlines() if BEST_NOTE not in l]
+        else:  # the note is the first footnote under the tabular
+            note = next(l for l in (tmp_path / "with" / "tables" / "ablation_demo.md").read_text().splitlines()
+                        if BEST_NOTE in l)[2:]
+            assert with_.replace(tables._latex_text(note) + r" \\ ", "") == without != with_
 
 
 def test_sweep_figure_points_match_golden_and_images_are_written(tmp_path):

@@ -124,6 +124,42 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
     return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
 
 
+BEST_VAL_COLUMNS = ["row", "seed", "profile", "best_val_epoch", "epochs", "best_val_pixAcc", "best_val_mIoU",
+                    "run_dir"]
+
+
+def collect_best_validation(refs: Iterable[tuple[str, str | Path, str]],
+                            runs_root: str | Path | None = None) -> pd.DataFrame:
+    """The release's checkpoint choice for each run behind a table row (ledger entry checkpoint_selection).
+
+    Training logs ``best_val_epoch``, ``best_val_pixAcc`` and ``best_val_mIoU`` (the best so far by
+    (pixAcc + mIoU) / 2, ``encnet.metrics.best_validation``) on every validation line of ``metrics.jsonl``; the
+    last such line is the run's choice. ``epochs`` is the last logged epoch. Only runs whose number the table
+    shows count (finished, with the row's evaluation, as in ``collect_results``); a run that logged no
+    validation contributes nothing.
+    """
+    root = Path(runs_root) if runs_root is not None else None
+    records = []
+    for row, run_dir, tag in refs:
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            continue
+        log = read_run(run_dir)
+        if not log.finished or tag not in log.evals:
+            continue
+        logged = [r for r in log.metrics if "best_val_epoch" in r]
+        if not logged:
+            continue
+        best = logged[-1]
+        records.append({
+            "row": row, "seed": log.seed, "profile": log.config.get("profile", run_dir.parent.parent.name),
+            "best_val_epoch": int(best["best_val_epoch"]), "epochs": int(log.metrics[-1]["epoch"]),
+            "best_val_pixAcc": float(best["best_val_pixAcc"]), "best_val_mIoU": float(best["best_val_mIoU"]),
+            "run_dir": _relative(run_dir, root),
+        })
+    return pd.DataFrame.from_records(records, columns=BEST_VAL_COLUMNS)
+
+
 def flatten(config: dict, prefix: str = "") -> dict:
     """``{"model": {"num_codes": 32}}`` → ``{"model.num_codes": 32}`` (dotted keys, as overrides spell them)."""
     flat = {}

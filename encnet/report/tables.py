@@ -330,6 +330,37 @@ def direction_note(check: pd.Series | dict, gap_sign: float = 1.0) -> str:
             f"{int(check['n_pairs'])} paired seeds) → {check['verdict']}{note}.")
 
 
+def _mean_std(values: pd.Series) -> str:
+    if len(values) > 1:
+        return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+    return f"{values.iloc[0]:.2f}"
+
+
+def best_validation_note(best: pd.DataFrame, labels: Sequence[str]) -> str | None:
+    """The release's checkpoint selection beside the table's last-epoch numbers (ledger: checkpoint_selection).
+
+    ``best`` is ``runlogs.collect_best_validation`` output. Per row of ``labels``: mean ± sample std over seeds
+    of the best epoch's pixAcc and mIoU, and which epoch each seed chose. Rows without logged validation are left
+    out; ``None`` when no row has any, so tables of runs that never logged it are unchanged.
+    """
+    shown = []
+    for label in labels:
+        mine = best[best["row"] == label].sort_values("seed")
+        if mine.empty:
+            continue
+        epochs = ", ".join(f"{int(r['best_val_epoch'])} of {int(r['epochs'])}"
+                           + (f" for seed {int(r['seed'])}" if len(mine) > 1 else "") for _, r in mine.iterrows())
+        shown.append(f"{label} pixAcc {_mean_std(mine['best_val_pixAcc'])}, mIoU {_mean_std(mine['best_val_mIoU'])} "
+                     f"(best epoch: {epochs})")
+    if not shown:
+        return None
+    return ("Best validation epoch, the release's checkpoint selection (largest (pixAcc + mIoU) / 2 on val; ledger "
+            "entry checkpoint_selection); the table shows the last epoch. These are the training-time "
+            "single-scale monitoring numbers on val (`best_val_*` in metrics.jsonl), single-scale also beside a "
+            "multi-scale row; rows "
+            "without logged validation are left out: " + "; ".join(shown) + ".")
+
+
 def footnotes(comparison: pd.DataFrame, checks: pd.DataFrame | None = None,
               notes: Sequence[str] = ()) -> list[str]:
     """Footnotes in print order: the table's own notes, direction checks, the dagger, the runs behind each row."""
