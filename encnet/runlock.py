@@ -20,9 +20,10 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["LOCK", "RunLock", "RunLockedError", "describe_holder", "read_lock"]
+__all__ = ["LOCK", "RunLock", "RunLockedError", "describe_holder", "live_holder", "read_lock"]
 
 LOCK = "LOCK"
+_HELD_HERE: set[str] = set()  # tokens of the locks this process holds (any RunLock object)
 
 
 class RunLockedError(RuntimeError):
@@ -91,7 +92,7 @@ class RunLock:
     def stale_reason(self, info: dict) -> str | None:
         same_host = info.get("host") == socket.gethostname()
         pid = int(info.get("pid") or -1)
-        if same_host and pid == os.getpid() and info.get("token") != self.token:
+        if same_host and pid == os.getpid() and info.get("token") not in _HELD_HERE:
             return f"its pid {pid} is this process's own, so its holder is gone (a restarted process or container)"
         if same_host and pid > 0 and not _pid_alive(pid):
             return f"pid {pid} is no longer running on this host"
@@ -123,6 +124,7 @@ class RunLock:
                 fh.flush()
                 os.fsync(fh.fileno())
             self.token = token
+            _HELD_HERE.add(token)
             self.lost = None
             self._start_heartbeat()
             return None
@@ -189,4 +191,13 @@ class RunLock:
             self._thread.join(timeout=5)
         if self._owned():
             self.path.unlink(missing_ok=True)
+        _HELD_HERE.discard(self.token)
         self.token = None
+
+
+def live_holder(run_dir: str | Path) -> dict | None:
+    """The record of a live process holding ``run_dir``'s lock; None when unlocked or the lock is stale."""
+    info = read_lock(run_dir)
+    if info is None or RunLock(run_dir).stale_reason(info) is not None:
+        return None
+    return info
