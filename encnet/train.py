@@ -419,6 +419,10 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
             failure = distributed.peer_failure(err) if ctx.distributed else None
             if failure is None:
                 raise
+            # Said here, while the stop handlers are still installed: torchrun sends SIGTERM to the surviving
+            # ranks as soon as it sees one die, and the default action would end this process mid-sentence.
+            print(f"error: {failure}", file=sys.stderr, flush=True)
+            failure.reported = True
             raise failure from None
 
     if ctx.is_main:
@@ -565,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr, flush=True)
         rc = PREEMPTED_EXIT_CODE
     except distributed.PeerFailureError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if not getattr(err, "reported", False):
+            print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 1
     except user_errors() as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -129,7 +129,7 @@ def test_lock_heartbeat_and_loss_are_noticed(tmp_path):
 @pytest.mark.faults
 def test_two_processes_on_one_run_train_it_once_and_the_second_reuses_it(tmp_path, data_cache):
     data = yaml.safe_load(yaml.safe_dump(TINY_SEGMENTATION))
-    data["train"].update(epochs=8, val_every=0)
+    data["train"].update(epochs=5, val_every=0)
     config_path = write_config(tmp_path / "configs", data, data_cache, "shared")
     config = load_config(config_path)
     build_dataset_for(config, "train", train=True)  # generate the data once, before the race
@@ -144,8 +144,8 @@ def test_two_processes_on_one_run_train_it_once_and_the_second_reuses_it(tmp_pat
     waited = [log for log in logs if "waiting for it to finish" in log]
     assert len(waited) == 1, logs
     assert "finished by another process while this one waited; reusing its result" in waited[0]
-    assert "epoch 1/8" not in waited[0]  # it trained nothing
-    assert [r["epoch"] for r in runs.read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, 9))
+    assert "epoch 1/5" not in waited[0]  # it trained nothing
+    assert [r["epoch"] for r in runs.read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, 6))
     assert "resumes" not in runs.read_json(run_dir / "env.json")
 
     # --if-locked skip: says so and leaves at once.
@@ -209,7 +209,7 @@ def test_checkpoint_every_iters_writes_mid_epoch_checkpoints(four_iteration_epoc
 @pytest.mark.faults
 def test_cli_sigterm_exits_75_with_a_checkpoint_and_resumes_exactly(tmp_path, data_cache):
     data = yaml.safe_load(yaml.safe_dump(TINY_SEGMENTATION))
-    data["train"].update(epochs=40, batch_size=2, val_every=0)
+    data["train"].update(epochs=8, batch_size=2, val_every=0)
     config_path = write_config(tmp_path / "configs", data, data_cache, "long")
     config = load_config(config_path)
     build_dataset_for(config, "train", train=True)
