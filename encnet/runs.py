@@ -225,6 +225,17 @@ def verify_checkpoint(path: str | Path) -> str | None:
     return None
 
 
+def _numpy_array_globals() -> list:
+    """Plain numpy arrays (data, no code): checkpoints written before the RNG states became tensors hold one."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only.
 
@@ -240,7 +251,8 @@ def load_checkpoint(path: str | Path) -> dict:
     if problem:
         raise CorruptCheckpointError(f"{path} is corrupt: {problem}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise UnsafeCheckpointError(

@@ -97,11 +97,14 @@ def _global_rng_state() -> dict:
 
 
 def _set_global_rng_state(state: dict) -> None:
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
+    py, npy = state["python"], state["numpy"]
+    if isinstance(py, tuple):  # a checkpoint from before the states became tensors
+        random.setstate(py)
+        np.random.set_state(npy)
+    else:
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                             npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

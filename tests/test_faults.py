@@ -445,3 +445,13 @@ def test_a_failed_write_leaves_the_previous_checkpoint_in_place(tmp_path, monkey
     truncate(tmp_path / runs.CHECKPOINT)
     checkpoint, source = runs.load_resume_checkpoint(tmp_path, say=lambda m: None)
     assert checkpoint["epoch"] == 1 and source.name == runs.PREVIOUS_CHECKPOINT
+
+
+def test_checkpoints_from_before_the_tensor_rng_states_still_load(tmp_path):
+    legacy = {"epoch": 1, "rng": [{"python": random.getstate(), "numpy": __import__("numpy").random.get_state(),
+                                   "torch": torch.get_rng_state()}]}
+    torch.save(legacy, tmp_path / "old.pt")
+    loaded = runs.load_checkpoint(tmp_path / "old.pt")  # plain numpy arrays are data, so they are allowed
+    assert loaded["rng"][0]["numpy"][0] == "MT19937" and loaded["rng"][0]["python"] == random.getstate()
+    with pytest.raises(Exception, match="numpy"):
+        torch.load(tmp_path / "old.pt", weights_only=True)  # without the allowance it is refused
