@@ -201,7 +201,7 @@ def _lock_run(run_dir: Path, ctx, if_locked: str) -> RunLock | None:
     announced = False
     while True:
         holder = lock.try_acquire() if lock is not None else None
-        flag = torch.tensor([0.0 if holder is None or not ctx.is_main else 1.0], dtype=torch.float64)
+        flag = torch.tensor([0.0 if holder is None or not ctx.is_main else 1.0], device=ctx.device)  # nccl: on GPU
         distributed.all_reduce_sum(flag)
         if flag.item() == 0:
             return lock
