@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def env_for_children(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ENCNET_NO_PROGRESS": "1", **extra}
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "ENCNET_NO_PROGRESS": "1", **extra}
 
 
 def weights_equal(a: Path, b: Path) -> None:
