@@ -279,7 +279,9 @@ def test_when_one_rank_is_killed_the_other_stops_in_bounded_time_naming_it(tmp_p
     assert elapsed < 60, log
     assert f"rank 0: rank 1 (pid {victim} on {socket.gethostname()}) died" in log, log
     assert not runs.is_finished(run_dir)
-    assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["epoch"] >= 1  # the last checkpoint is intact
+    # A usable checkpoint remains (the last, or the previous one if the rank died while rotating them).
+    checkpoint, _ = runs.load_resume_checkpoint(run_dir, say=print)
+    assert checkpoint is not None and checkpoint["epoch"] >= 1, sorted(p.name for p in run_dir.iterdir())
 
 
 # ----------------------------------------------------------------------------------------- 4. unsafe checkpoints
