@@ -137,8 +137,13 @@ class _StopRequests:
     def _handle(self, signum, frame) -> None:
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
-            print(f"received {self.signal_name}: writing a checkpoint at the end of this iteration, then stopping",
-                  file=sys.stderr, flush=True)
+            # os.write, not print: the handler can run in the middle of a print to stderr, and re-entering the
+            # buffered stream raises RuntimeError wherever the main thread happens to be (even mid-checkpoint).
+            try:
+                os.write(2, f"received {self.signal_name}: writing a checkpoint at the end of this iteration, then "
+                            f"stopping\n".encode())
+            except OSError:
+                pass
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
