@@ -12,6 +12,8 @@ folder records, and what the run id hashes.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ __all__ = [
     "effective_lr",
     "load_config",
     "to_dict",
+    "validate",
     "to_yaml",
 ]
 
@@ -112,6 +115,8 @@ class TrainConfig:
     channels_last: bool = False
     syncbn: bool = True  # converted only when more than one process trains
     checkpoint_every: int = 1  # epochs; the last epoch is always checkpointed
+    # Also checkpoint every N iterations inside an epoch (0: off), for epochs longer than a pre-emption window.
+    checkpoint_every_iters: int = 0
     val_every: int = 1  # epochs between single-scale monitoring evaluations; 0: only after the last epoch
 
 
@@ -159,6 +164,36 @@ def effective_lr(train: TrainConfig) -> float:
 
 
 # --------------------------------------------------------------------------------------------- conversion
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` and ``1.0e6`` as strings (its floats need a dot and a signed exponent); this
+    loader reads every decimal float notation Python's ``float()`` accepts as a float, and ints stay ints."""
+
+
+_PY_FLOAT = re.compile(r"""^[-+]?(?:
+      (?:[0-9](?:_?[0-9])*)?\.[0-9](?:_?[0-9])*(?:[eE][-+]?[0-9](?:_?[0-9])*)?   # .5  1.5  1.5e3
+    | [0-9](?:_?[0-9])*\.(?:[eE][-+]?[0-9](?:_?[0-9])*)?                     # 1.  1.e3
+    | [0-9](?:_?[0-9])*[eE][-+]?[0-9](?:_?[0-9])*                             # 1e-3  1E6
+    | (?:inf|infinity|nan)
+    )$""", re.X | re.I)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _PY_FLOAT, list("-+0123456789.iInN"))
+
+
+def _float_constructor(loader: yaml.SafeLoader, node: yaml.Node) -> float:
+    text = loader.construct_scalar(node)
+    try:
+        return float(text.replace("_", ""))
+    except ValueError:
+        return loader.construct_yaml_float(node)  # YAML's own forms: .inf, .nan, 1:30 (base 60)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _float_constructor)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with Python's float notations (see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _type_name(tp: Any) -> str:
@@ -281,7 +316,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.se_weight=0.4)")
         key, raw = item.split("=", 1)
         # Each override is checked on its own so that an error names the override, not the file.
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
         _set_dotted(data, key.strip(), value, f"override '{item}'")
         config_from_dict(_plain_copy(data), f"override '{item}'")
     return data
@@ -304,7 +339,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (configs live under configs/<profile>/)")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = parse_yaml(path.read_text()) or {}
     config = config_from_dict(data, str(path))  # errors name the file first
     data = apply_overrides(_plain_copy(data), list(overrides))
     data.setdefault("experiment", path.stem)
@@ -321,7 +356,70 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         # has no auxiliary head at all: the no-SE rows of the tables and sweeps resolve to it, and config.yaml
         # says so (aux: false) instead of naming a head that is not built.
         config.model.aux = False
+    validate(config, str(path))
     return config
+
+
+# ------------------------------------------------------------------------------------------------- ranges
+
+# (dotted key, test, what it must be). Other sections' keys get a line here when they have a range.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("seed", lambda v: v >= 0, "≥ 0"),
+    ("model.num_codes", lambda v: v >= 1, "≥ 1"),
+    ("data.num_classes", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
+    ("data.base_size", lambda v: v >= 1, "≥ 1"),
+    ("data.crop_size", lambda v: v >= 1, "≥ 1"),
+    ("data.scale_min", lambda v: 0 < v < math.inf, "> 0"),
+    ("data.scale_max", lambda v: 0 < v < math.inf, "> 0"),
+    ("data.rotate_degrees", lambda v: 0 <= v <= 180, "between 0 and 180"),
+    ("data.workers", lambda v: v >= 0, "≥ 0"),
+    ("train.epochs", lambda v: v >= 1, "≥ 1"),
+    ("train.batch_size", lambda v: v >= 1, "≥ 1"),
+    ("train.base_lr", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.lr_ref_batch", lambda v: v >= 1, "≥ 1"),
+    ("train.head_lr_mult", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
+    ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.weight_decay", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
+    ("train.poly_power", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.se_weight", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
+    ("train.aux_weight", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
+    ("train.checkpoint_every", lambda v: v >= 1, "≥ 1"),
+    ("train.checkpoint_every_iters", lambda v: v >= 0, "≥ 0 (0: only at epoch ends)"),
+    ("train.val_every", lambda v: v >= 0, "≥ 0 (0: only after the last epoch)"),
+    ("eval.scales", lambda v: len(v) > 0 and all(0 < s < math.inf for s in v), "a non-empty list of scales > 0"),
+    ("eval.crop_size", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
+    ("eval.base_size", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
+    ("eval.stride_ratio", lambda v: 0 < v <= 1, "in (0, 1]: a window stride of at most one window"),
+]
+
+
+def _get_dotted(config: Any, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(config: Config, source: str = "<config>") -> None:
+    """Check value ranges; the first problem is raised as a one-line :class:`ConfigError` naming the key.
+
+    (That the global batch splits over the processes is checked when the engine starts and knows their number.)
+    """
+    for key, ok, want in _RANGES:
+        try:
+            value = _get_dotted(config, key)
+        except AttributeError:
+            continue
+        if not ok(value):
+            raise ConfigError(f"{source}: {key}={value!r} is out of range: it must be {want}")
+    d, e = config.data, config.eval
+    if d.scale_min > d.scale_max:
+        raise ConfigError(f"{source}: data.scale_min={d.scale_min!r} is above data.scale_max={d.scale_max!r}")
+    if config.task == "segmentation" and (e.crop_size or d.crop_size) > (e.base_size or d.base_size) * max(e.scales):
+        raise ConfigError(
+            f"{source}: eval.crop_size={e.crop_size or d.crop_size} is larger than every multi-scale image "
+            f"(eval.base_size {e.base_size or d.base_size} × largest scale {max(e.scales):g}): the sliding window "
+            f"would only ever see padding; lower the crop or raise the base size")
 
 
 # Keys that configure only EncNet's Context Encoding head, and keys that segmentation models read but the CIFAR

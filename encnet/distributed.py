@@ -3,12 +3,19 @@
 torchrun (single node or multi-node ``--nnodes/--rdzv-*``, or SLURM through ``srun torchrun``) exports
 RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address; a plain ``python -m encnet.train`` has none and
 runs as a single process without a process group.
+
+A rank that dies breaks every collective of the others (gloo: "Connection closed by peer"); the engine turns that
+error into :class:`PeerFailureError`, which names the dead rank (same host: its pid is gone) so a run never hangs
+silently. A rank that stops without closing its connections (a frozen node) is detected by the collective
+timeout, ``ENCNET_COLLECTIVE_TIMEOUT_S`` (default 1800 s, torch's own default).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import torch
@@ -16,13 +23,23 @@ import torch.distributed as dist
 
 __all__ = [
     "DistContext",
+    "PeerFailureError",
     "all_gather_objects",
     "all_reduce_sum",
     "barrier",
     "cleanup",
     "find_free_port",
+    "peer_failure",
     "setup",
 ]
+
+
+class PeerFailureError(RuntimeError):
+    """Another process of the run died or stopped answering; this one stops instead of waiting forever."""
+
+
+# (host, pid) of every rank, gathered once at set-up, to name a rank that dies later.
+_PEERS: list[tuple[str, int]] = []
 
 
 @dataclass(frozen=True)
@@ -67,14 +84,66 @@ def setup(device: str | None = None) -> DistContext:
         backend = "nccl" if use_cuda else "gloo"
         if not dist.is_initialized():
             kwargs = {"device_id": dev} if use_cuda else {}
-            dist.init_process_group(backend=backend, **kwargs)
+            timeout = datetime.timedelta(seconds=float(os.environ.get("ENCNET_COLLECTIVE_TIMEOUT_S", 1800)))
+            dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
         rank, world_size = dist.get_rank(), dist.get_world_size()
+        if len(_PEERS) != world_size:
+            _PEERS[:] = all_gather_objects((socket.gethostname(), os.getpid()))
     return DistContext(rank, world_size, local_rank, dev, backend)
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # killed but not yet reaped by torchrun: a zombie
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def peer_failure(err: BaseException, wait_s: float = 3.0) -> PeerFailureError | None:
+    """A :class:`PeerFailureError` naming the rank(s) whose death explains ``err``, or None when ``err`` is not a
+    failed collective (then the caller re-raises it)."""
+    if not _PEERS or not dist.is_initialized():
+        return None
+    me = dist.get_rank()
+    host = socket.gethostname()
+    text = str(err)
+    looks_collective = isinstance(err, getattr(dist, "DistError", ())) or any(
+        word in text for word in ("gloo", "Gloo", "NCCL", "nccl", "Connection closed", "Connection reset",
+                                  "timed out", "Timed out", "Broken pipe"))
+    deadline = time.monotonic() + (wait_s if looks_collective else 0.0)
+    while True:  # the peer's connections close a moment before its process is gone
+        dead = [r for r, (h, pid) in enumerate(_PEERS) if r != me and h == host and _pid_gone(pid)]
+        if dead or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    first = text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
+    if dead:
+        names = ", ".join(f"rank {r} (pid {_PEERS[r][1]} on {_PEERS[r][0]})" for r in dead)
+        return PeerFailureError(f"rank {me}: {names} died; stopping this rank instead of waiting for it "
+                                f"(the collective failed with: {first})")
+    if not looks_collective:
+        return None
+    others = [r for r, (h, _) in enumerate(_PEERS) if r != me and h != host]
+    if len(_PEERS) == 2 and len(others) == 1:
+        suspects = f"rank {others[0]} (on {_PEERS[others[0]][0]})"
+    elif others:
+        suspects = "one of ranks " + ", ".join(str(r) for r in others) + " on other hosts"
+    else:
+        suspects = "another rank"
+    return PeerFailureError(f"rank {me}: {suspects} stopped answering (died, or its node is gone); stopping this "
+                            f"rank instead of waiting for it (the collective failed with: {first})")
 
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _PEERS.clear()
 
 
 def barrier() -> None:

@@ -193,7 +193,7 @@ def evaluate(run_dir: str | Path, scales: Sequence[float] | None = None, flip: b
     dataset = build_dataset_for(config, split, train=False)
     num_classes = dataset_num_classes(config, dataset)
     model = build_model_for(config, num_classes)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = runs.load_checkpoint(ckpt_path)  # weights_only, and checked against its sidecar
     model.load_state_dict(checkpoint["model"])
     model.to(ctx.device)
     save_dir = run_dir / "predictions" / (tag or "ss") if save_predictions else None
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.run_dir, scales=scales, flip=flip, save_predictions=args.save_predictions,
                           split=args.split, device=args.device)
         _print_summary(result)
-    except (FileNotFoundError, ConfigError) as err:
+    except (FileNotFoundError, ConfigError, runs.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 2
     from .train import exit_process

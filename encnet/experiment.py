@@ -100,7 +100,9 @@ def load_model_weights(model: nn.Module, source: str | Path) -> None:
         raise FileNotFoundError(
             f"model.init_from: no checkpoint at {path}; train the previous stage first or fix the path"
         )
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    from encnet.runs import load_checkpoint
+
+    state = load_checkpoint(path)  # weights_only: a downloaded checkpoint cannot run code
     state = state.get("model", state)
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

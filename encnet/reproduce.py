@@ -424,12 +424,15 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
     nearly halves the wall time. A run that starts from another (``model.init_from``) waits for it. Each run's
     output goes to ``<run_dir>/train.log``.
     """
+    from encnet.runlock import describe_holder, live_holder
+
     pending = [r for r in runs if not r.finished]
     sources = {r.run_dir: Path(r.config.model.init_from) if r.config.model.init_from else None for r in pending}
     waiting_on = {r.run_dir for r in pending}
     running: list[tuple[PlannedRun, subprocess.Popen, object]] = []
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)), ENCNET_NO_PROGRESS="1")
     failed: list[str] = []
+    announced: set[Path] = set()
     while pending or running:
         for run, proc, log in list(running):
             if proc.poll() is None:
@@ -442,6 +445,19 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
                 tail = (run.run_dir / "train.log").read_text().splitlines()[-15:]
                 failed.append(f"{run.run_dir} (exit {proc.returncode}):\n    " + "\n    ".join(tail))
         ready = [r for r in pending if sources[r.run_dir] not in waiting_on]
+        for run in [r for r in ready if r.finished]:  # trained by another process meanwhile
+            print(f"{run.run_dir} was finished by another process; reusing its result", flush=True)
+            ready.remove(run)
+            pending.remove(run)
+            waiting_on.discard(run.run_dir)
+            bar.update()
+        for run in [r for r in ready if live_holder(r.run_dir)]:
+            # Another script or job is training this run: skip it for now, reuse its result when it finishes.
+            ready.remove(run)
+            if run.run_dir not in announced:
+                announced.add(run.run_dir)
+                print(f"{run.run_dir} is being trained by {describe_holder(live_holder(run.run_dir) or {})}; "
+                      f"skipping it for now and reusing its result when it finishes", flush=True)
         while ready and len(running) < jobs and not failed:
             run = ready.pop(0)
             pending.remove(run)
@@ -453,7 +469,7 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
         if failed and not running:
             raise RuntimeError("training failed; rerunning the same command resumes what stopped:\n  "
                                + "\n  ".join(failed))
-        if not ready and pending and not running:
+        if not ready and pending and not running and not announced & {r.run_dir for r in pending}:
             raise RuntimeError(f"runs wait for a stage that is not planned: {[str(r.run_dir) for r in pending]}")
         time.sleep(0.5)
 

@@ -5,7 +5,10 @@ A run lives in ``<output_root>/<profile>/<experiment>/<run-id>/`` with
 - ``config.yaml``   the resolved config (file + overrides + defaults) that ran;
 - ``env.json``      package versions, git commit and dirty flag, world size, devices, host, start time;
 - ``metrics.jsonl`` one JSON object per epoch;
-- ``checkpoint_last.pt`` model/optimizer/scaler/epoch/RNG states (written atomically);
+- ``checkpoint_last.pt`` model/optimizer/scaler/epoch/RNG states, with ``checkpoint_last.pt.sum.json`` (its size
+  and sha256, written and checked before the file replaces the previous one);
+- ``checkpoint_prev.pt`` the checkpoint before it (and its ``.sum.json``): the fallback when the last is corrupt;
+- ``LOCK``          while a process trains the run (``encnet.runlock``);
 - ``eval.json``     the final single-scale evaluation (``eval_<tag>.json`` for other settings);
 - ``DONE``          written last: a finished run is never rerun.
 
@@ -31,7 +34,11 @@ from .config import Config, to_dict
 
 __all__ = [
     "CHECKPOINT",
+    "CheckpointError",
+    "CorruptCheckpointError",
     "DONE",
+    "PREVIOUS_CHECKPOINT",
+    "UnsafeCheckpointError",
     "append_jsonl",
     "atomic_save",
     "atomic_write_text",
@@ -39,22 +46,30 @@ __all__ = [
     "config_hash",
     "find_runs",
     "is_finished",
+    "load_checkpoint",
+    "load_resume_checkpoint",
     "read_json",
     "read_jsonl",
     "run_dir_for",
     "run_id",
+    "save_checkpoint",
+    "set_aside_corrupt",
+    "verify_checkpoint",
     "truncate_jsonl",
     "write_json",
 ]
 
 CHECKPOINT = "checkpoint_last.pt"
+PREVIOUS_CHECKPOINT = "checkpoint_prev.pt"
+SUM_SUFFIX = ".sum.json"
 DONE = "DONE"
 
 # Where the data lives, how many loader workers read it and how often checkpoints are written do not change
 # the numbers, so they do not change the run id (a moved dataset still finds its runs).
 # The evaluation protocol is applied after training and recorded in each eval_<tag>.json, so it does not
 # change the run id either: a new protocol evaluates the same trained run.
-_NOT_IN_HASH = {("data", "root"), ("data", "workers"), ("train", "checkpoint_every")}
+_NOT_IN_HASH = {("data", "root"), ("data", "workers"), ("train", "checkpoint_every"),
+                ("train", "checkpoint_every_iters")}
 _SECTIONS_NOT_IN_HASH = ("eval",)
 # Switches added after runs existed: off, they leave the run id as it was; on, they change it (channels_last
 # changes the rounding of convolutions, so its runs are not bitwise those without it).
@@ -129,6 +144,161 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     import torch
 
     _atomic(Path(path), lambda fh: torch.save(obj, fh))
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and why."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """Truncated or altered on disk: its size or sha256 differs from its sidecar, or it does not unpack."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The pickle holds more than tensors, numbers, strings, lists and dicts: loading it could run code."""
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            sha.update(block)
+            size += len(block)
+    return size, sha.hexdigest()
+
+
+def _sum_path(path: Path) -> Path:
+    return path.with_name(path.name + SUM_SUFFIX)
+
+
+def save_checkpoint(obj: Any, run_dir: str | Path) -> Path:
+    """Write ``checkpoint_last.pt`` so that a good checkpoint is on disk at every moment.
+
+    The new file is written to a temporary name, read back and hashed; only then does the current
+    ``checkpoint_last.pt`` become ``checkpoint_prev.pt``, the sidecar of the new file is written and the new file
+    takes its name. A crash at any point leaves either the new or the previous checkpoint with a matching sidecar.
+    """
+    import torch
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
+    fd, tmp_name = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+            written = fh.tell()
+        size, sha = _digest(tmp)  # what is on disk, not what was meant to be written
+        if size != written:
+            raise CorruptCheckpointError(f"{tmp}: {size} bytes on disk after writing {written}; the disk may be full")
+        if last.is_file():
+            os.replace(last, prev)
+            if _sum_path(last).is_file():
+                os.replace(_sum_path(last), _sum_path(prev))
+            else:
+                _sum_path(prev).unlink(missing_ok=True)
+        write_json(_sum_path(last), {"bytes": size, "sha256": sha})
+        os.replace(tmp, last)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return last
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """Why ``path`` does not match its sidecar (None when it matches or has no sidecar)."""
+    path = Path(path)
+    sums = _sum_path(path)
+    if not sums.is_file():
+        return None
+    try:
+        expected = read_json(sums)
+        want_size, want_sha = int(expected["bytes"]), str(expected["sha256"])
+    except (ValueError, KeyError, TypeError) as err:
+        return f"its sidecar {sums.name} is unreadable ({err})"
+    size = path.stat().st_size
+    if size != want_size:
+        return f"{size} bytes on disk, {want_size} when written (truncated or overwritten)"
+    if _digest(path)[1] != want_sha:
+        return "sha256 differs from the one recorded when it was written (the file changed on disk)"
+    return None
+
+
+def _numpy_array_globals() -> list:
+    """Plain numpy arrays (data, no code): checkpoints written before the RNG states became tensors hold one."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only.
+
+    Raises :class:`UnsafeCheckpointError` for a pickle that carries anything else (it could run code) and
+    :class:`CorruptCheckpointError` for a file that fails its sidecar check or does not unpack.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    problem = verify_checkpoint(path)
+    if problem:
+        raise CorruptCheckpointError(f"{path} is corrupt: {problem}")
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"{path} holds Python objects other than tensors, numbers, strings, lists and dicts, and loading it "
+            f"could run code; refusing to load it ({detail[:200]}). Checkpoints written by this suite never do; "
+            f"if you trust the file, re-save its state_dict with plain tensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CorruptCheckpointError(f"{path} is corrupt: it does not unpack ({str(err).splitlines()[0]})") from None
+
+
+def load_resume_checkpoint(run_dir: str | Path, say=print) -> tuple[dict | None, Path | None]:
+    """The checkpoint to resume ``run_dir`` from and its file: ``checkpoint_last.pt``, or ``checkpoint_prev.pt``
+    with a message when the last one is corrupt or missing. (None, None) when the run has no checkpoint."""
+    run_dir = Path(run_dir)
+    last, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
+    if last.is_file():
+        try:
+            return load_checkpoint(last), last
+        except CorruptCheckpointError as err:
+            if not prev.is_file():
+                raise CorruptCheckpointError(f"{err}; there is no {PREVIOUS_CHECKPOINT} to fall back to: delete "
+                                             f"{run_dir} to train the run again") from None
+            checkpoint = load_checkpoint(prev)
+            say(f"warning: {err}\nfalling back to {prev} (epoch {checkpoint.get('epoch')}, iteration "
+                f"{checkpoint.get('iteration')}); what was trained after it is trained again")
+            return checkpoint, prev
+    if prev.is_file():  # a crash between rotating the previous checkpoint and renaming the new one
+        say(f"warning: {last} is missing; resuming from {prev}")
+        return load_checkpoint(prev), prev
+    return None, None
+
+
+def set_aside_corrupt(run_dir: str | Path) -> None:
+    """Rename a ``checkpoint_last.pt`` that could not be used to ``checkpoint_last.pt.corrupt`` (kept to inspect),
+    so that the next save does not rotate it over the good previous checkpoint."""
+    last = Path(run_dir) / CHECKPOINT
+    if last.is_file():
+        os.replace(last, last.with_name(last.name + ".corrupt"))
+        _sum_path(last).unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

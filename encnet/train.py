@@ -6,8 +6,13 @@ one process trains (``train.syncbn``). The recipe is the paper's (PAPER.md §5):
 decay, lr = base_lr / 16 · batch_size, poly schedule stepped every iteration, heads at 10× the lr.
 
 Reproducibility: seeds are set for python, numpy and torch; every rank's RNG states, the loader's generator
-and the sampler epoch are checkpointed at the end of each epoch, so a stopped run resumed with ``--resume``
+and the sampler position are checkpointed at the end of each epoch (and every ``train.checkpoint_every_iters``
+iterations, and when SIGTERM / SIGUSR1 asks the run to stop), so a stopped run resumed with ``--resume``
 produces the same weights and metrics as an uninterrupted one (bit for bit on CPU).
+
+Failures (README "Failures and pre-emption"): a ``LOCK`` file keeps a second process out of the run folder;
+SIGTERM / SIGUSR1 write a checkpoint at the next iteration boundary and exit with status 75 (requeue);
+a dead rank stops the others with a message naming it; an unreadable image stops the run with its path.
 
 ``train(config, run_dir=None, resume=False) -> Path`` is the same thing as a function for reproduce scripts.
 """
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed, runs
+from .runlock import RunLock, RunLockedError, describe_holder
 from .config import Config, ConfigError, effective_lr, load_config, to_dict, to_yaml
 from .evaluate import evaluate_model, write_eval
 from .metrics import best_validation
@@ -34,7 +42,16 @@ from .experiment import (build_criterion, build_dataset_for, build_metric, build
                          dataset_num_classes, load_model_weights)
 from .schedules import lr_at
 
-__all__ = ["NonFiniteLossError", "RunExistsError", "main", "train", "user_errors"]
+__all__ = ["NonFiniteLossError", "PREEMPTED_EXIT_CODE", "Preempted", "RunExistsError", "main", "train",
+           "user_errors"]
+
+# EX_TEMPFAIL (sysexits.h): "try again later". scripts/slurm_encnet.sbatch requeues on it.
+PREEMPTED_EXIT_CODE = 75
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class Preempted(RuntimeError):
+    """SIGTERM / SIGUSR1 arrived: a checkpoint was written at an iteration boundary and the run stopped."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,9 +65,10 @@ class RunExistsError(RuntimeError):
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input a person can fix (config, data on disk, a stopped run): commands print their
     message in one block and exit 2 instead of showing a traceback."""
-    from encnet.data.base import LabelSizeError, LabelValueError
+    from encnet.data.base import LabelSizeError, LabelValueError, UnreadableFileError
 
-    return (ConfigError, RunExistsError, NonFiniteLossError, FileNotFoundError, LabelValueError, LabelSizeError)
+    return (ConfigError, RunExistsError, NonFiniteLossError, FileNotFoundError, LabelValueError, LabelSizeError,
+            UnreadableFileError, runs.CheckpointError, RunLockedError)
 
 
 def log(ctx, message: str) -> None:
@@ -64,23 +82,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state(generator: torch.Generator) -> dict:
+def _global_rng_state() -> dict:
+    """Every RNG as tensors and numbers, so checkpoints load with ``torch.load(weights_only=True)``."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-        "loader": generator.get_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+def _set_global_rng_state(state: dict) -> None:
+    py, npy = state["python"], state["numpy"]
+    if isinstance(py, tuple):  # a checkpoint from before the states became tensors
+        random.setstate(py)
+        np.random.set_state(npy)
+    else:
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                             npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -88,6 +114,61 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 def _seed_worker(worker_id: int) -> None:
     # torch seeds python's and its own RNG per worker from the loader generator; numpy needs the same.
     np.random.seed(torch.initial_seed() % 2**32)
+    # A scheduler may signal the whole process group; the main process decides when to stop, and shuts the
+    # workers down itself.
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+class _StopRequests:
+    """SIGTERM / SIGUSR1 handlers that only record the request: the training loop acts on it at the next
+    iteration boundary, where the state is consistent and a checkpoint resumes exactly."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+            # os.write, not print: the handler can run in the middle of a print to stderr, and re-entering the
+            # buffered stream raises RuntimeError wherever the main thread happens to be (even mid-checkpoint).
+            try:
+                os.write(2, f"received {self.signal_name}: writing a checkpoint at the end of this iteration, then "
+                            f"stopping\n".encode())
+            except OSError:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def _next_batch(batches):
+    """The next batch; an error raised inside a loader worker comes back with torch's whole traceback in its
+    message, so a fixable error is re-raised with just its own message (the file's path)."""
+    try:
+        return next(batches)
+    except user_errors() as err:
+        text = str(err)
+        if "Original Traceback" not in text:
+            raise
+        lines = text.rstrip().splitlines()
+        prefix = f"{type(err).__name__}: "
+        starts = [i for i, line in enumerate(lines) if prefix in line and not line.startswith(" ")]
+        if not starts:
+            raise
+        first = lines[starts[-1]]
+        message = "\n".join([first[first.index(prefix) + len(prefix):], *lines[starts[-1] + 1:]])
+        raise type(err)(message) from None
 
 
 def _progress_enabled() -> bool:
@@ -117,21 +198,65 @@ def _resume_command(run_dir: Path) -> str:
     return f"python -m encnet.train {run_dir} --resume"
 
 
+def _lock_run(run_dir: Path, ctx, if_locked: str) -> RunLock | None:
+    """Hold the run's lock (rank 0 holds it for all ranks). ``if_locked`` "wait": poll until the holder releases
+    it (or dies); "skip": raise :class:`RunLockedError`. Every rank polls together, so nobody sits in a barrier
+    for the hours another run may take."""
+    lock = RunLock(run_dir, say=lambda m: log(ctx, m)) if ctx.is_main else None
+    poll = float(os.environ.get("ENCNET_LOCK_POLL_S", 10))
+    announced = False
+    while True:
+        holder = lock.try_acquire() if lock is not None else None
+        flag = torch.tensor([0.0 if holder is None or not ctx.is_main else 1.0], device=ctx.device)  # nccl: on GPU
+        distributed.all_reduce_sum(flag)
+        if flag.item() == 0:
+            return lock
+        if if_locked == "skip":
+            raise RunLockedError(f"{run_dir} is being trained by {describe_holder(holder) if holder else 'another process'}; "
+                                 f"skipping it (its result is reused once it finishes)")
+        if not announced and holder is not None:
+            log(ctx, f"{run_dir} is being trained by {describe_holder(holder)}; waiting for it to finish, then "
+                     f"reusing its result (--if-locked skip skips it instead)")
+            announced = True
+        time.sleep(poll)
+
+
 def train(config: Config, run_dir: str | Path | None = None, resume: bool = False,
-          output_root: str | Path = "runs", device: str | None = None) -> Path:
+          output_root: str | Path = "runs", device: str | None = None, if_locked: str = "wait") -> Path:
     """Train ``config`` into ``run_dir`` (default ``<output_root>/<profile>/<experiment>/<run-id>``).
 
     A finished run (``DONE`` present) is not rerun. With ``resume`` an unfinished run continues from its last
-    checkpoint (or starts if it has none); without it an unfinished run is an error. Returns the run folder.
+    checkpoint (or starts if it has none); without it an unfinished run is an error. A run that another process
+    is training is waited for and reused (``if_locked="wait"``) or skipped (``"skip"``: :class:`RunLockedError`).
+    Returns the run folder.
     """
+    if if_locked not in ("wait", "skip"):
+        raise ValueError(f"if_locked must be 'wait' or 'skip', not {if_locked!r}")
     ctx = distributed.setup(device)
     run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(config, output_root)
     if runs.is_finished(run_dir):
         log(ctx, f"{run_dir} already finished; not rerunning (delete its DONE file to train again)")
         return run_dir
+    if config.train.batch_size % ctx.world_size:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} (global) does not split over {ctx.world_size} processes; "
+            f"use a multiple of {ctx.world_size}"
+        )
+    lock = _lock_run(run_dir, ctx, if_locked)
+    try:
+        if runs.is_finished(run_dir):
+            log(ctx, f"{run_dir} was finished by another process while this one waited; reusing its result")
+            return run_dir
+        return _train_locked(config, ctx, run_dir, resume, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLock | None) -> Path:
     ckpt_path = run_dir / runs.CHECKPOINT
     checkpoint = None
-    if ckpt_path.is_file():
+    if ckpt_path.is_file() or (run_dir / runs.PREVIOUS_CHECKPOINT).is_file():
         if not resume:
             raise RunExistsError(
                 f"{run_dir} holds an unfinished run with a checkpoint. Continue it with:\n  "
@@ -143,14 +268,12 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
                 f"--resume: {run_dir} was trained with a different config (see its config.yaml); resume with "
                 f"`{_resume_command(run_dir)}` or choose another --run-dir"
             )
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        checkpoint, source = runs.load_resume_checkpoint(run_dir, say=lambda m: log(ctx, m))
+        distributed.barrier()
+        if ctx.is_main and source is not None and source.name == runs.PREVIOUS_CHECKPOINT:
+            runs.set_aside_corrupt(run_dir)
 
     t = config.train
-    if t.batch_size % ctx.world_size:
-        raise ConfigError(
-            f"train.batch_size={t.batch_size} (global) does not split over {ctx.world_size} processes; use a "
-            f"multiple of {ctx.world_size}"
-        )
     use_amp = t.amp
     if use_amp and ctx.device.type != "cuda":
         warnings.warn("train.amp=true needs CUDA; this run is on CPU and trains in float32 (set train.amp=false "
@@ -196,18 +319,23 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     total_iters = t.epochs * iters_per_epoch
     lr = effective_lr(t)
 
-    start_epoch = 0
+    start_epoch, start_batch, carried, resume_rng = 0, 0, None, None
     if checkpoint is not None:
         _unwrap(model).load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = checkpoint["epoch"]
+        start_batch = checkpoint.get("batches_done", 0)
+        carried = checkpoint.get("epoch_progress")
         states = checkpoint["rng"]
         if len(states) != ctx.world_size:
             log(ctx, f"note: checkpoint written by {len(states)} processes, resuming on {ctx.world_size}; the "
                      "run continues but is no longer bitwise reproducible")
-        _set_rng_state(states[ctx.rank % len(states)], generator)
-        log(ctx, f"resuming {run_dir} after epoch {start_epoch}")
+        resume_rng = states[ctx.rank % len(states)]
+        _set_global_rng_state(resume_rng)
+        generator.set_state(resume_rng["loader"])
+        where = f"epoch {start_epoch}" + (f", iteration {start_batch} of epoch {start_epoch + 1}" if start_batch else "")
+        log(ctx, f"resuming {run_dir} after {where}")
 
     metrics_path = run_dir / "metrics.jsonl"
     if ctx.is_main:
@@ -221,7 +349,7 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             metrics_path.unlink(missing_ok=True)
         else:
             first = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
-            first.setdefault("resumes", []).append({"epoch": start_epoch, **env})
+            first.setdefault("resumes", []).append({"epoch": start_epoch, "batches_done": start_batch, **env})
             runs.write_json(run_dir / "env.json", first)
             # Epochs logged after the checkpoint will be trained again.
             runs.truncate_jsonl(metrics_path, [r for r in runs.read_jsonl(metrics_path) if r["epoch"] <= start_epoch])
@@ -231,48 +359,87 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
              f"(base_lr {t.base_lr:g} / {t.lr_ref_batch} · {t.batch_size}), {t.epochs} epochs × "
              f"{iters_per_epoch} iterations")
 
-    last_saved = start_epoch if checkpoint is not None else None
+    saved_at = {"epoch": start_epoch, "batches": start_batch} if checkpoint is not None else None
+
+    def save(epoch_done: int, batches_done: int, loader_state: torch.Tensor, progress: dict | None) -> None:
+        """Checkpoint after ``epoch_done`` whole epochs and ``batches_done`` iterations of the next one.
+        ``loader_state``: the loader generator at the start of that epoch (resume replays the epoch's batches)."""
+        nonlocal saved_at
+        state = {**_global_rng_state(), "loader": loader_state}
+        states = distributed.all_gather_objects(state)
+        if ctx.is_main:
+            if lock is not None:
+                lock.check()
+            payload = {
+                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch_done, "batches_done": batches_done,
+                "iteration": epoch_done * iters_per_epoch + batches_done, "rng": states,
+                "config": to_dict(config), "num_classes": num_classes,
+            }
+            if progress is not None:
+                payload["epoch_progress"] = progress
+            runs.save_checkpoint(payload, run_dir)
+        saved_at = {"epoch": epoch_done, "batches": batches_done}
+        distributed.barrier()
+
+    def last_good() -> str:
+        if saved_at is None:
+            return "none yet (the run restarts from scratch)"
+        extra = f", iteration {saved_at['batches']} of epoch {saved_at['epoch'] + 1}" if saved_at["batches"] else ""
+        return f"epoch {saved_at['epoch']}{extra} in {ckpt_path}"
+
     # Validation records so far: the release's best-checkpoint choice is logged beside the last epoch's numbers.
     val_history = [r for r in runs.read_jsonl(metrics_path) if "val_mIoU" in r] if ctx.is_main else []
     val_result = None
     epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, t.epochs):
-            record = _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampler, epoch,
-                                  iters_per_epoch, total_iters, lr, use_amp)
-            last = epoch + 1 == t.epochs
-            if last or (t.val_every and (epoch + 1) % t.val_every == 0):
-                metric = build_metric(config, num_classes)
-                val_result = evaluate_model(_unwrap(model), val_set, metric, config, ctx, amp=use_amp)
-                record.update(_val_summary(config, val_result))
-            else:
-                val_result = None
-            if ctx.is_main:
-                if "val_mIoU" in record:
-                    val_history.append(record)
-                    record.update(best_validation(val_history))
-                runs.append_jsonl(metrics_path, record)
-            if last or (epoch + 1) % max(t.checkpoint_every, 1) == 0:
-                states = distributed.all_gather_objects(_rng_state(generator))
+    with _StopRequests() as stop:
+        try:
+            for epoch in range(start_epoch, t.epochs):
+                resuming = epoch == start_epoch and checkpoint is not None and start_batch > 0
+                record = _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampler, generator,
+                                      epoch, iters_per_epoch, total_iters, lr, use_amp, stop, save,
+                                      skip=start_batch if resuming else 0, carried=carried if resuming else None,
+                                      resume_rng=resume_rng if resuming else None)
+                last = epoch + 1 == t.epochs
+                if last or (t.val_every and (epoch + 1) % t.val_every == 0):
+                    metric = build_metric(config, num_classes)
+                    val_result = evaluate_model(_unwrap(model), val_set, metric, config, ctx, amp=use_amp)
+                    record.update(_val_summary(config, val_result))
+                else:
+                    val_result = None
                 if ctx.is_main:
-                    runs.atomic_save({
-                        "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(), "epoch": epoch + 1, "iteration": (epoch + 1) * iters_per_epoch,
-                        "rng": states, "config": to_dict(config), "num_classes": num_classes,
-                    }, ckpt_path)
-                last_saved = epoch + 1
-                distributed.barrier()
-            log(ctx, _epoch_line(config, record))
-    except KeyboardInterrupt:
-        if ctx.is_main:
-            where = f"epoch {last_saved} in {ckpt_path}" if last_saved else "none yet (the run restarts from scratch)"
-            print(f"\ninterrupted during epoch {epoch + 1}; last complete checkpoint: {where}\n"
-                  f"resume with: {_resume_command(run_dir)}", file=sys.stderr, flush=True)
-        raise
-    except NonFiniteLossError as err:
-        where = f"epoch {last_saved} in {ckpt_path}" if last_saved else "none (no epoch completed)"
-        raise NonFiniteLossError(f"{err}; last good checkpoint: {where}. Lower train.base_lr (or switch "
-                                 f"train.amp off) and train again.") from None
+                    if "val_mIoU" in record:
+                        val_history.append(record)
+                        record.update(best_validation(val_history))
+                    runs.append_jsonl(metrics_path, record)
+                if last or (epoch + 1) % max(t.checkpoint_every, 1) == 0:
+                    save(epoch + 1, 0, generator.get_state(), None)
+                log(ctx, _epoch_line(config, record))
+        except KeyboardInterrupt:
+            if ctx.is_main:
+                print(f"\ninterrupted during epoch {epoch + 1}; last complete checkpoint: {last_good()}\n"
+                      f"resume with: {_resume_command(run_dir)}", file=sys.stderr, flush=True)
+            raise
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"{err}; last good checkpoint: {last_good()}. Lower train.base_lr (or switch "
+                                     f"train.amp off) and train again.") from None
+        except Preempted as err:
+            raise Preempted(f"{err}: checkpoint written ({last_good()}); resume with: "
+                            f"{_resume_command(run_dir)} (exit status {PREEMPTED_EXIT_CODE})") from None
+        except user_errors() as err:
+            if isinstance(err, (ConfigError, RunLockedError, runs.CheckpointError)):
+                raise
+            raise type(err)(f"{err}\nthe run stopped; last good checkpoint: {last_good()} (intact). Fix the "
+                            f"file, then resume with: {_resume_command(run_dir)}") from None
+        except RuntimeError as err:
+            failure = distributed.peer_failure(err) if ctx.distributed else None
+            if failure is None:
+                raise
+            # Said here, while the stop handlers are still installed: torchrun sends SIGTERM to the surviving
+            # ranks as soon as it sees one die, and the default action would end this process mid-sentence.
+            print(f"error: {failure}", file=sys.stderr, flush=True)
+            failure.reported = True
+            raise failure from None
 
     if ctx.is_main:
         final = {**val_result, "epoch": t.epochs}
@@ -283,22 +450,39 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     return run_dir
 
 
-def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampler, epoch, iters_per_epoch,
-                 total_iters, lr, use_amp) -> dict:
+def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampler, generator, epoch,
+                 iters_per_epoch, total_iters, lr, use_amp, stop, save, skip=0, carried=None,
+                 resume_rng=None) -> dict:
+    """One epoch from iteration ``skip`` (a mid-epoch resume: ``carried`` holds the partial sums and
+    ``resume_rng`` the RNG states saved after iteration ``skip``)."""
     t = config.train
     model.train()
     sampler.set_epoch(epoch)
-    totals: dict[str, torch.Tensor] = {}
+    loader_state = generator.get_state()  # before iter(): the workers' seeds are drawn from it
+    batches = iter(loader)
+    if skip:
+        # Fetch (and drop) the batches already trained: the sampler position and every loader worker's RNG end up
+        # exactly where they were, whatever the number of workers. Then the main process's RNGs are restored.
+        for _ in range(skip):
+            _next_batch(batches)
+        _set_global_rng_state(resume_rng)
+    carried = carried or {}
+    totals: dict[str, float] = dict(carried.get("totals", {}))
+    seen = int(carried.get("seen", 0))
+    current = carried.get("lr", 0.0)
     progress = None
     if ctx.is_main and _progress_enabled():
         from tqdm import tqdm
 
-        progress = tqdm(total=iters_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, dynamic_ncols=True)
+        progress = tqdm(total=iters_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
+                        dynamic_ncols=True)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     start = time.perf_counter()
-    seen = 0
-    for i, (images, targets) in enumerate(loader):
+    seen_now = 0
+    every = t.checkpoint_every_iters
+    for i in range(skip, iters_per_epoch):
+        images, targets = _next_batch(batches)
         it = epoch * iters_per_epoch + i
         current = lr_at(t.lr_schedule, lr, it, total_iters, t.poly_power)
         for group in optimizer.param_groups:
@@ -310,9 +494,11 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
         with torch.autocast(ctx.device.type, enabled=use_amp):
             output = model(images)
             loss, parts = _loss_parts(config, criterion, output, targets)
-        # One small all-reduce per iteration: logged losses are over all processes, and a non-finite loss
-        # on any rank stops every rank at the same iteration (no rank is left waiting in a collective).
-        stats = torch.stack([parts[k] for k in sorted(parts)]).to(torch.float64)
+        # One small all-reduce per iteration: logged losses are over all processes, a non-finite loss on any rank
+        # stops every rank at the same iteration, and so does a stop signal that reached only some ranks.
+        names = sorted(parts)
+        requested = loss.new_tensor(1.0 if stop.signal_name else 0.0).float()
+        stats = torch.stack([parts[k] for k in names] + [requested]).to(torch.float64)
         distributed.all_reduce_sum(stats)
         if not torch.isfinite(stats).all():
             raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, iteration {i + 1} (lr {current:.3g})")
@@ -320,13 +506,20 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        for key, value in zip(sorted(parts), stats.cpu()):
+        for key, value in zip(names, stats[:-1].cpu()):
             totals[key] = totals.get(key, 0.0) + float(value)
         seen += images.shape[0] * ctx.world_size
+        seen_now += images.shape[0] * ctx.world_size
+        stopping = float(stats[-1]) > 0
+        if stopping or (every and (it + 1) % every == 0 and i + 1 < iters_per_epoch):
+            save(epoch, i + 1, loader_state, {"totals": dict(totals), "seen": seen, "lr": current})
+            if stopping:
+                raise Preempted(f"stopped by {stop.signal_name or 'a stop signal on another rank'} after epoch "
+                                f"{epoch + 1}, iteration {i + 1}")
         if progress is not None:
             elapsed = time.perf_counter() - start
-            progress.set_postfix(loss=f"{float(stats[sorted(parts).index('loss')]) / ctx.world_size:.3f}",
-                                 lr=f"{current:.2e}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+            progress.set_postfix(loss=f"{float(stats[names.index('loss')]) / ctx.world_size:.3f}",
+                                 lr=f"{current:.2e}", img_s=f"{seen_now / max(elapsed, 1e-9):.1f}")
             progress.update()
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
@@ -334,7 +527,7 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
     if progress is not None:
         progress.close()
     record = {"epoch": epoch + 1, "iter": (epoch + 1) * iters_per_epoch, "lr": current,
-              "images_per_s": seen / seconds, "epoch_time_s": seconds}
+              "images_per_s": seen_now / max(seconds, 1e-9), "epoch_time_s": seconds}
     if ctx.device.type == "cuda":  # what sizes a run: this process's peak, weights and optimizer state included
         record["peak_memory_MiB"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
     for key, value in totals.items():
@@ -372,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", help="run folder (default: <output-root>/<profile>/<experiment>/<run-id>)")
     parser.add_argument("--output-root", default="runs", help="root of the run folders (default: runs)")
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+    parser.add_argument("--if-locked", choices=["wait", "skip"], default="wait",
+                        help="another process is training this run: wait for it and reuse its result (default), "
+                             "or skip it")
     args = parser.parse_args(argv)
 
     source = Path(args.config)
@@ -383,9 +579,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = load_config(source, args.overrides)
             run_dir = args.run_dir
-        out = train(config, run_dir=run_dir, resume=args.resume, output_root=args.output_root, device=args.device)
+        out = train(config, run_dir=run_dir, resume=args.resume, output_root=args.output_root, device=args.device,
+                    if_locked=args.if_locked)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"run folder: {out}", flush=True)
+    except RunLockedError as err:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(err), file=sys.stderr, flush=True)
+        rc = 0 if args.if_locked == "skip" and "skipping" in str(err) else 2
+    except Preempted as err:
+        print(str(err), file=sys.stderr, flush=True)
+        rc = PREEMPTED_EXIT_CODE
+    except distributed.PeerFailureError as err:
+        if not getattr(err, "reported", False):
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        rc = 1
     except user_errors() as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 2

@@ -75,3 +75,8 @@ def tiny_segmentation_config(tmp_path, data_cache) -> Path:
 @pytest.fixture()
 def tiny_classification_config(tmp_path, data_cache) -> Path:
     return write_config(tmp_path / "configs", TINY_CLASSIFICATION, data_cache, "tiny_cls")
+
+
+def pytest_configure(config):
+    # Registered here because pyproject.toml is shared; plain `pytest` runs every marker, `-m faults` only these.
+    config.addinivalue_line("markers", "faults: slow fault-injection tests with real processes (tests/test_faults.py)")

@@ -32,6 +32,19 @@ class LabelSizeError(ValueError):
     """An image and its label file disagree in size."""
 
 
+class UnreadableFileError(OSError):
+    """An image or label file exists but cannot be decoded (truncated download, disk error, wrong format)."""
+
+
+def unreadable(path: Path | str, what: str, err: BaseException) -> UnreadableFileError:
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return UnreadableFileError(
+        f"{path}: cannot read this {what} ({type(err).__name__}{': ' + detail if detail else ''}); the file is "
+        f"truncated or corrupt: restore it from the original archive (python -m encnet.data.prepare) and check the "
+        f"dataset with python -m encnet.data.check"
+    )
+
+
 def missing(what: str, path: Path | str, layout: str, fix: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"{what} not found: {path}\nExpected layout:\n{layout.rstrip()}\nTo create it: {fix}"
@@ -157,14 +170,25 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     f"{path} is listed in the {self.name} split but missing on disk; "
                     f"run `python -m encnet.data.check {self.name} --root ROOT` for a full report"
                 )
-        image = self.read_image(index)
-        raw = self.read_raw_label(index)
+        image = self._read(self.read_image, index, image_path, "image")
+        raw = self._read(self.read_raw_label, index, label_path, "label file")
         if image.shape[:2] != raw.shape[:2]:
             raise LabelSizeError(
                 f"image {image_path} is {image.shape[1]}×{image.shape[0]} (W×H) but its label {label_path} "
                 f"is {raw.shape[1]}×{raw.shape[0]}"
             )
         return image, encode_label(raw, self.label_table, label_path, self.name)
+
+    @staticmethod
+    def _read(reader, index: int, path, what: str) -> np.ndarray:
+        # Decoders raise OSError, SyntaxError, ValueError, zlib.error, struct.error... without the file's name
+        # (PIL: "image file is truncated"); inside a data-loader worker the name is all a person can act on.
+        try:
+            return reader(index)
+        except (DatasetNotFoundError, LabelValueError, LabelSizeError, UnreadableFileError):
+            raise
+        except Exception as err:
+            raise unreadable(path, what, err) from None
 
     def __getitem__(self, index: int):
         image, mask = self.load(index)

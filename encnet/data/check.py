@@ -20,7 +20,7 @@ import numpy as np
 from tabulate import tabulate
 
 from encnet.data import CLASSIFICATION_DATASETS, DATASETS, build_dataset
-from encnet.data.base import DatasetNotFoundError, LabelSizeError, LabelValueError
+from encnet.data.base import DatasetNotFoundError, LabelSizeError, LabelValueError, UnreadableFileError
 
 OFFICIAL_COUNTS = {
     "pascal_context": {"train": 4998, "val": 5105},
@@ -108,7 +108,7 @@ def check_dataset(
                 else:
                     _, mask = dataset.load(i)
                     seen.update(np.unique(mask).tolist())
-            except (DatasetNotFoundError, LabelValueError, LabelSizeError, OSError) as error:
+            except (DatasetNotFoundError, LabelValueError, LabelSizeError, UnreadableFileError, OSError) as error:
                 bad += 1
                 problems.append(str(error).splitlines()[0])
         seen.discard(255)
