@@ -475,8 +475,9 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
 
 
 def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progress: bool = True,
-            jobs: int = 1) -> None:
-    """Train what is unfinished (resuming from a checkpoint), then add the missing multi-scale evaluations.
+            jobs: int = 1, evaluate_ms: bool = True) -> None:
+    """Train what is unfinished (resuming from a checkpoint), then add the missing multi-scale evaluations
+    (unless ``evaluate_ms`` is False).
 
     ``jobs`` > 1 (single-process runs only) trains that many runs side by side in subprocesses.
     """
@@ -495,7 +496,7 @@ def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progre
                 from encnet.train import train
 
                 train(run.config, run_dir=run.run_dir, resume=True)
-        if "ms" in run.evals and not _has_ms_eval(run):
+        if evaluate_ms and "ms" in run.evals and not _has_ms_eval(run):
             scales, flip, _ = _ms_settings(run.config)
             if gpus > 1:
                 _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms"])
@@ -587,7 +588,7 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
 
 _SCRIPTS = {"ablation": "table_ablation", "se_weight": "figure_se_weight", "codewords": "figure_codewords",
             "pcontext": "table_pcontext", "voc": "table_voc", "ade20k": "table_ade20k",
-            "discrepancies": "table_discrepancies"}
+            "discrepancies": "table_discrepancies", "train_all": "train_all"}
 
 
 def report_user_error(err: BaseException, args: argparse.Namespace) -> int:

@@ -337,6 +337,15 @@ class ContextScenes(SegmentationDataset):
         self.ids = read_split_list(self.root / f"{split}.txt", LAYOUT, fix)
         self.image_scenes = [self.meta["scenes"][i] for i in self.ids]
         self.label_table = lookup_table(256, {v: v for v in range(self.num_classes)})
+        # Decoded samples, kept: the set is a few hundred small images read 40 times each by a demo run, and
+        # decoding two PNGs per sample was an eighth of a demo epoch on one core (cProfile, 2026-11-30).
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index not in self._decoded:
+            self._decoded[index] = super().load(index)
+        image, mask = self._decoded[index]
+        return image.copy(), mask.copy()  # the transforms must not reach the kept arrays
 
     def paths(self, index: int) -> tuple[Path, Path]:
         image_id = self.ids[index]
