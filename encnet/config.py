@@ -365,7 +365,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 # (dotted key, test, what it must be). Other sections' keys get a line here when they have a range.
 _RANGES: list[tuple[str, Any, str]] = [
     ("seed", lambda v: v >= 0, "≥ 0"),
-    ("model.num_codes", lambda v: v >= 1, "≥ 1"),
+    ("model.num_codes", lambda v: v >= 0, "≥ 0 (0: global average pooling)"),
     ("data.num_classes", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
     ("data.base_size", lambda v: v >= 1, "≥ 1"),
     ("data.crop_size", lambda v: v >= 1, "≥ 1"),
