@@ -266,10 +266,13 @@ def test_when_one_rank_is_killed_the_other_stops_in_bounded_time_naming_it(tmp_p
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "encnet.train", str(config_path), "--run-dir", str(run_dir), "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_for_children())
-    deadline = time.monotonic() + 180
-    while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline and proc.poll() is None:
+    # Kill only once a first checkpoint is complete: its sidecar is written after the file is verified, so
+    # waiting for it (not for metrics.jsonl, which comes first) keeps a busy machine from racing the save.
+    first_checkpoint = run_dir / (runs.CHECKPOINT + runs.SUM_SUFFIX)
+    deadline = time.monotonic() + 300
+    while not first_checkpoint.is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert (run_dir / "metrics.jsonl").is_file(), proc.communicate(timeout=60)[0]
+    assert first_checkpoint.is_file(), proc.communicate(timeout=60)[0]
     ranks = {_rank_of(c): c for c in _children(proc.pid)}
     victim = ranks[1]
     os.kill(victim, signal.SIGKILL)
