@@ -38,11 +38,6 @@ TINY_CLASSIFICATION = {
 }
 
 
-def pytest_configure(config):
-    # Registered here because pyproject.toml is shared; run_tests.sh and CI run slow tests too.
-    config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
-
-
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
     """One cache folder for the generated demo data of the whole session (built once, on first use)."""
@@ -78,5 +73,7 @@ def tiny_classification_config(tmp_path, data_cache) -> Path:
 
 
 def pytest_configure(config):
-    # Registered here because pyproject.toml is shared; plain `pytest` runs every marker, `-m faults` only these.
+    # Registered here because pyproject.toml is shared. run_tests.sh deselects `slow` (the paper smoke test) unless
+    # given -m; CI runs both sets. Plain `pytest` runs every marker, `-m faults` only the fault tests.
+    config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
     config.addinivalue_line("markers", "faults: slow fault-injection tests with real processes (tests/test_faults.py)")
