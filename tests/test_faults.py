@@ -7,6 +7,7 @@ plain ``pytest`` runs them too).
 
 import io
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -202,6 +203,9 @@ def test_sigterm_at_a_random_iteration_then_resume_gives_identical_weights(four_
     with pytest.raises(Preempted, match=r"stopped by SIGTERM") as stopped:
         train(config, run_dir=tmp_path / "stopped")
     assert f"exit status {PREEMPTED_EXIT_CODE}" in str(stopped.value)
+    # The traceback is still alive here (as pytest or a notebook keeps it): the loader workers, which ignore SIGTERM,
+    # must already be gone, or the interpreter's exit handler waits for them forever.
+    assert multiprocessing.active_children() == [], multiprocessing.active_children()
     checkpoint = runs.load_checkpoint(tmp_path / "stopped" / runs.CHECKPOINT)
     assert checkpoint["iteration"] == iteration + 1, iteration  # the iteration that was running completed
     assert checkpoint["batches_done"] == (iteration + 1) % 4 or (iteration + 1) % 4 == 0
