@@ -77,3 +77,20 @@ def pytest_configure(config):
     # given -m; CI runs both sets. Plain `pytest` runs every marker, `-m faults` only the fault tests.
     config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
     config.addinivalue_line("markers", "faults: slow fault-injection tests with real processes (tests/test_faults.py)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A multiprocessing child still alive here (a DataLoader worker whose iterator a traceback kept) makes the
+    # interpreter's exit wait for it, forever if it ignores SIGTERM as our training workers do: the run would hang
+    # after printing its summary line. Name them, stop them, and fail the session instead.
+    import multiprocessing
+
+    left = multiprocessing.active_children()
+    if left:
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in left)
+        print(f"\nconftest: child processes left running after the tests: {names}; killed. A test or the engine "
+              f"leaks them (an iterator kept alive by a traceback?)")
+        for p in left:
+            p.kill()
+            p.join(timeout=10)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
