@@ -120,6 +120,19 @@ def _seed_worker(worker_id: int) -> None:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
+def _shut_down_workers(batches) -> None:
+    """Stop a loader iterator's worker processes now, not when the iterator is collected.
+
+    An exception's traceback (kept by pytest, a notebook, pdb) keeps the epoch's frame and the iterator alive, and
+    the workers ignore SIGTERM (``_seed_worker``): multiprocessing's exit handler, which stops leftover children
+    with SIGTERM and then joins them, would wait for them forever. torch has no public call for this; the
+    iterator's own shutdown method is what its ``__del__`` runs.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 class _StopRequests:
     """SIGTERM / SIGUSR1 handlers that only record the request: the training loop acts on it at the next
     iteration boundary, where the state is consistent and a checkpoint resumes exactly."""
@@ -460,82 +473,85 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
     sampler.set_epoch(epoch)
     loader_state = generator.get_state()  # before iter(): the workers' seeds are drawn from it
     batches = iter(loader)
-    if skip:
-        # Fetch (and drop) the batches already trained: the sampler position and every loader worker's RNG end up
-        # exactly where they were, whatever the number of workers. Then the main process's RNGs are restored.
-        for _ in range(skip):
-            _next_batch(batches)
-        _set_global_rng_state(resume_rng)
-    carried = carried or {}
-    totals: dict[str, float] = dict(carried.get("totals", {}))
-    seen = int(carried.get("seen", 0))
-    current = carried.get("lr", 0.0)
-    progress = None
-    if ctx.is_main and _progress_enabled():
-        from tqdm import tqdm
+    try:
+        if skip:
+            # Fetch (and drop) the batches already trained: the sampler position and every loader worker's RNG end up
+            # exactly where they were, whatever the number of workers. Then the main process's RNGs are restored.
+            for _ in range(skip):
+                _next_batch(batches)
+            _set_global_rng_state(resume_rng)
+        carried = carried or {}
+        totals: dict[str, float] = dict(carried.get("totals", {}))
+        seen = int(carried.get("seen", 0))
+        current = carried.get("lr", 0.0)
+        progress = None
+        if ctx.is_main and _progress_enabled():
+            from tqdm import tqdm
 
-        progress = tqdm(total=iters_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-                        dynamic_ncols=True)
-    if ctx.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(ctx.device)
-    start = time.perf_counter()
-    seen_now = 0
-    every = t.checkpoint_every_iters
-    for i in range(skip, iters_per_epoch):
-        images, targets = _next_batch(batches)
-        it = epoch * iters_per_epoch + i
-        current = lr_at(t.lr_schedule, lr, it, total_iters, t.poly_power)
-        for group in optimizer.param_groups:
-            group["lr"] = current * group["lr_mult"]
-        images = images.to(ctx.device, non_blocking=True)
-        if t.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(ctx.device, non_blocking=True)
-        with torch.autocast(ctx.device.type, enabled=use_amp):
-            output = model(images)
-            loss, parts = _loss_parts(config, criterion, output, targets)
-        # One small all-reduce per iteration: logged losses are over all processes, a non-finite loss on any rank
-        # stops every rank at the same iteration, and so does a stop signal that reached only some ranks.
-        names = sorted(parts)
-        requested = loss.new_tensor(1.0 if stop.signal_name else 0.0).float()
-        stats = torch.stack([parts[k] for k in names] + [requested]).to(torch.float64)
-        distributed.all_reduce_sum(stats)
-        if not torch.isfinite(stats).all():
-            raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, iteration {i + 1} (lr {current:.3g})")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        for key, value in zip(names, stats[:-1].cpu()):
-            totals[key] = totals.get(key, 0.0) + float(value)
-        seen += images.shape[0] * ctx.world_size
-        seen_now += images.shape[0] * ctx.world_size
-        stopping = float(stats[-1]) > 0
-        if stopping or (every and (it + 1) % every == 0 and i + 1 < iters_per_epoch):
-            save(epoch, i + 1, loader_state, {"totals": dict(totals), "seen": seen, "lr": current})
-            if stopping:
-                raise Preempted(f"stopped by {stop.signal_name or 'a stop signal on another rank'} after epoch "
-                                f"{epoch + 1}, iteration {i + 1}")
+            progress = tqdm(total=iters_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
+                            dynamic_ncols=True)
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        start = time.perf_counter()
+        seen_now = 0
+        every = t.checkpoint_every_iters
+        for i in range(skip, iters_per_epoch):
+            images, targets = _next_batch(batches)
+            it = epoch * iters_per_epoch + i
+            current = lr_at(t.lr_schedule, lr, it, total_iters, t.poly_power)
+            for group in optimizer.param_groups:
+                group["lr"] = current * group["lr_mult"]
+            images = images.to(ctx.device, non_blocking=True)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = targets.to(ctx.device, non_blocking=True)
+            with torch.autocast(ctx.device.type, enabled=use_amp):
+                output = model(images)
+                loss, parts = _loss_parts(config, criterion, output, targets)
+            # One small all-reduce per iteration: logged losses are over all processes, a non-finite loss on any rank
+            # stops every rank at the same iteration, and so does a stop signal that reached only some ranks.
+            names = sorted(parts)
+            requested = loss.new_tensor(1.0 if stop.signal_name else 0.0).float()
+            stats = torch.stack([parts[k] for k in names] + [requested]).to(torch.float64)
+            distributed.all_reduce_sum(stats)
+            if not torch.isfinite(stats).all():
+                raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, iteration {i + 1} (lr {current:.3g})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            for key, value in zip(names, stats[:-1].cpu()):
+                totals[key] = totals.get(key, 0.0) + float(value)
+            seen += images.shape[0] * ctx.world_size
+            seen_now += images.shape[0] * ctx.world_size
+            stopping = float(stats[-1]) > 0
+            if stopping or (every and (it + 1) % every == 0 and i + 1 < iters_per_epoch):
+                save(epoch, i + 1, loader_state, {"totals": dict(totals), "seen": seen, "lr": current})
+                if stopping:
+                    raise Preempted(f"stopped by {stop.signal_name or 'a stop signal on another rank'} after epoch "
+                                    f"{epoch + 1}, iteration {i + 1}")
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                progress.set_postfix(loss=f"{float(stats[names.index('loss')]) / ctx.world_size:.3f}",
+                                     lr=f"{current:.2e}", img_s=f"{seen_now / max(elapsed, 1e-9):.1f}")
+                progress.update()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
         if progress is not None:
-            elapsed = time.perf_counter() - start
-            progress.set_postfix(loss=f"{float(stats[names.index('loss')]) / ctx.world_size:.3f}",
-                                 lr=f"{current:.2e}", img_s=f"{seen_now / max(elapsed, 1e-9):.1f}")
-            progress.update()
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.close()
-    record = {"epoch": epoch + 1, "iter": (epoch + 1) * iters_per_epoch, "lr": current,
-              "images_per_s": seen_now / max(seconds, 1e-9), "epoch_time_s": seconds}
-    if ctx.device.type == "cuda":  # what sizes a run: this process's peak, weights and optimizer state included
-        record["peak_memory_MiB"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
-    for key, value in totals.items():
-        if key == "train_errors":
-            record["train_top1_error"] = 100.0 * value / seen
-        else:
-            record[key] = value / (iters_per_epoch * ctx.world_size)
-    return record
+            progress.close()
+        record = {"epoch": epoch + 1, "iter": (epoch + 1) * iters_per_epoch, "lr": current,
+                  "images_per_s": seen_now / max(seconds, 1e-9), "epoch_time_s": seconds}
+        if ctx.device.type == "cuda":  # what sizes a run: this process's peak, weights and optimizer state included
+            record["peak_memory_MiB"] = torch.cuda.max_memory_allocated(ctx.device) / 2**20
+        for key, value in totals.items():
+            if key == "train_errors":
+                record["train_top1_error"] = 100.0 * value / seen
+            else:
+                record[key] = value / (iters_per_epoch * ctx.world_size)
+        return record
+    finally:
+        _shut_down_workers(batches)
 
 
 def _val_summary(config: Config, result: dict) -> dict:

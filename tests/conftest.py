@@ -38,11 +38,6 @@ TINY_CLASSIFICATION = {
 }
 
 
-def pytest_configure(config):
-    # Registered here because pyproject.toml is shared; run_tests.sh and CI run slow tests too.
-    config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
-
-
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
     """One cache folder for the generated demo data of the whole session (built once, on first use)."""
@@ -78,5 +73,24 @@ def tiny_classification_config(tmp_path, data_cache) -> Path:
 
 
 def pytest_configure(config):
-    # Registered here because pyproject.toml is shared; plain `pytest` runs every marker, `-m faults` only these.
+    # Registered here because pyproject.toml is shared. run_tests.sh deselects `slow` (the paper smoke test) unless
+    # given -m; CI runs both sets. Plain `pytest` runs every marker, `-m faults` only the fault tests.
+    config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
     config.addinivalue_line("markers", "faults: slow fault-injection tests with real processes (tests/test_faults.py)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A multiprocessing child still alive here (a DataLoader worker whose iterator a traceback kept) makes the
+    # interpreter's exit wait for it, forever if it ignores SIGTERM as our training workers do: the run would hang
+    # after printing its summary line. Name them, stop them, and fail the session instead.
+    import multiprocessing
+
+    left = multiprocessing.active_children()
+    if left:
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in left)
+        print(f"\nconftest: child processes left running after the tests: {names}; killed. A test or the engine "
+              f"leaks them (an iterator kept alive by a traceback?)")
+        for p in left:
+            p.kill()
+            p.join(timeout=10)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,6 +7,7 @@ plain ``pytest`` runs them too).
 
 import io
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -29,7 +30,7 @@ from encnet.data.base import UnreadableFileError
 from encnet.data.check import check_dataset
 from encnet.evaluate import evaluate
 from encnet.experiment import build_dataset_for, build_model_for, load_model_weights
-from encnet.runlock import LOCK, RunLock, RunLockedError
+from encnet.runlock import LOCK, RunLock, RunLockedError, read_lock
 from encnet.train import PREEMPTED_EXIT_CODE, Preempted, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -138,12 +139,41 @@ def test_two_processes_on_one_run_train_it_once_and_the_second_reuses_it(tmp_pat
     cmd = [sys.executable, "-m", "encnet.train", str(config_path), "--run-dir", str(run_dir), "--resume",
            "--device", "cpu"]
     env = env_for_children(ENCNET_LOCK_POLL_S="0.2")
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-             for _ in range(2)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    # The race is made certain rather than likely: the first process is paused (SIGSTOP) as soon as it holds the
+    # lock, the second is started and must report that it waits, then the first resumes and finishes. Starting
+    # both at once left it to chance whether the second reached the lock before the first had finished.
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    outs = [open(logs_dir / f"{i}.log", "w") for i in range(2)]
+    first = subprocess.Popen(cmd, stdout=outs[0], stderr=subprocess.STDOUT, text=True, env=env)
+    procs = [first]
+    try:
+        deadline = time.monotonic() + 120
+        while (read_lock(run_dir) or {}).get("pid") != first.pid:
+            assert first.poll() is None and time.monotonic() < deadline, (logs_dir / "0.log").read_text()
+            time.sleep(0.01)
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            assert not runs.is_finished(run_dir)
+            second = subprocess.Popen(cmd, stdout=outs[1], stderr=subprocess.STDOUT, text=True, env=env)
+            procs.append(second)
+            while "waiting for it to finish" not in (logs_dir / "1.log").read_text():
+                assert second.poll() is None and time.monotonic() < deadline + 60, (logs_dir / "1.log").read_text()
+                time.sleep(0.05)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        for p in procs:
+            p.wait(timeout=300)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for f in outs:
+            f.close()
+    logs = [(logs_dir / f"{i}.log").read_text() for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], logs
     waited = [log for log in logs if "waiting for it to finish" in log]
-    assert len(waited) == 1, logs
+    assert waited == [logs[1]], logs
     assert "finished by another process while this one waited; reusing its result" in waited[0]
     assert "epoch 1/5" not in waited[0]  # it trained nothing
     assert [r["epoch"] for r in runs.read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, 6))
@@ -173,6 +203,9 @@ def test_sigterm_at_a_random_iteration_then_resume_gives_identical_weights(four_
     with pytest.raises(Preempted, match=r"stopped by SIGTERM") as stopped:
         train(config, run_dir=tmp_path / "stopped")
     assert f"exit status {PREEMPTED_EXIT_CODE}" in str(stopped.value)
+    # The traceback is still alive here (as pytest or a notebook keeps it): the loader workers, which ignore SIGTERM,
+    # must already be gone, or the interpreter's exit handler waits for them forever.
+    assert multiprocessing.active_children() == [], multiprocessing.active_children()
     checkpoint = runs.load_checkpoint(tmp_path / "stopped" / runs.CHECKPOINT)
     assert checkpoint["iteration"] == iteration + 1, iteration  # the iteration that was running completed
     assert checkpoint["batches_done"] == (iteration + 1) % 4 or (iteration + 1) % 4 == 0
@@ -266,10 +299,13 @@ def test_when_one_rank_is_killed_the_other_stops_in_bounded_time_naming_it(tmp_p
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "encnet.train", str(config_path), "--run-dir", str(run_dir), "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_for_children())
-    deadline = time.monotonic() + 180
-    while not (run_dir / "metrics.jsonl").is_file() and time.monotonic() < deadline and proc.poll() is None:
+    # Kill only once a first checkpoint is complete: its sidecar is written after the file is verified, so
+    # waiting for it (not for metrics.jsonl, which comes first) keeps a busy machine from racing the save.
+    first_checkpoint = run_dir / (runs.CHECKPOINT + runs.SUM_SUFFIX)
+    deadline = time.monotonic() + 300
+    while not first_checkpoint.is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert (run_dir / "metrics.jsonl").is_file(), proc.communicate(timeout=60)[0]
+    assert first_checkpoint.is_file(), proc.communicate(timeout=60)[0]
     ranks = {_rank_of(c): c for c in _children(proc.pid)}
     victim = ranks[1]
     os.kill(victim, signal.SIGKILL)

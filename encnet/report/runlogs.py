@@ -95,13 +95,7 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
     """
     root = Path(runs_root) if runs_root is not None else None
     records = []
-    for row, run_dir, tag in refs:
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            continue
-        log = read_run(run_dir)
-        if not log.finished or tag not in log.evals:
-            continue
+    for row, run_dir, tag, log in shown_runs(refs):
         values = {m: float(log.evals[tag][m]) for m in SCALAR_METRICS if m in log.evals[tag]}
         values.update({m: f(values) for m, f in DERIVED_METRICS.items() if set(SCALAR_METRICS) <= set(values)})
         values.update({m: float(log.evals[tag][m]) for m in SIZE_BIN_METRICS
@@ -124,6 +118,17 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
     return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
 
 
+def shown_runs(refs: Iterable[tuple[str, str | Path, str]]):
+    """(row, run_dir, tag, log) for each reference whose number a table shows: a finished run with that evaluation."""
+    for row, run_dir, tag in refs:
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            continue
+        log = read_run(run_dir)
+        if log.finished and tag in log.evals:
+            yield row, run_dir, tag, log
+
+
 BEST_VAL_COLUMNS = ["row", "seed", "profile", "best_val_epoch", "epochs", "best_val_pixAcc", "best_val_mIoU",
                     "run_dir"]
 
@@ -140,13 +145,7 @@ def collect_best_validation(refs: Iterable[tuple[str, str | Path, str]],
     """
     root = Path(runs_root) if runs_root is not None else None
     records = []
-    for row, run_dir, tag in refs:
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            continue
-        log = read_run(run_dir)
-        if not log.finished or tag not in log.evals:
-            continue
+    for row, run_dir, tag, log in shown_runs(refs):
         logged = [r for r in log.metrics if "best_val_epoch" in r]
         if not logged:
             continue
