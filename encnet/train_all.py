@@ -32,9 +32,10 @@ def planned_runs(args) -> list[PlannedRun]:
         for run in runs:
             by_dir.setdefault(run.run_dir, run)
     runs = list(by_dir.values())
-    # A run that others start from (model.init_from) goes first, so that its chain does not become the tail.
+    # A run that others start from (model.init_from) goes first, so that its chain does not become the tail;
+    # then the classification runs, the longest ones of the demo (longest first leaves the shortest tail).
     sources = {str(r.config.model.init_from) for r in runs if getattr(r.config.model, "init_from", None)}
-    return sorted(runs, key=lambda r: str(r.run_dir) not in sources)
+    return sorted(runs, key=lambda r: (str(r.run_dir) not in sources, r.config.task != "classification"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,3 +205,20 @@ def test_default_sizes_keep_one_bin_and_write_no_regions(tmp_path):
     assert both.name.endswith("-mixture-small_large") and ds.size_regions(1).shape == (64, 64)
     with pytest.raises(ValueError, match="cue must be one of"):
         cs.ensure_context_scenes(tmp_path, cue="texture")
+
+
+def test_context_scenes_keeps_decoded_samples_without_letting_callers_change_them(tmp_path):
+    from PIL import Image
+
+    root = cs.ensure_context_scenes(tmp_path, num_train=3, num_val=2, image_size=48)
+    ds = cs.ContextScenes(root, "train")
+    image, mask = ds.load(1)
+    image[:] = 0
+    mask[:] = 99
+    again, again_mask = ds.load(1)
+    image_path, mask_path = ds.paths(1)
+    assert np.array_equal(again, np.array(Image.open(image_path).convert("RGB")))
+    assert np.array_equal(again_mask, np.array(Image.open(mask_path)))
+    assert 1 in ds._decoded and len(ds._decoded) == 1  # decoded once, on first use
+    Image.fromarray(np.full((48, 48), 9, np.uint8)).save(mask_path)  # changed on disk: read again
+    assert (ds.load(1)[1] == 9).all()

@@ -65,6 +65,7 @@ parameters give byte-identical files, and a bigger ``num_train`` extends a small
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -338,14 +339,20 @@ class ContextScenes(SegmentationDataset):
         self.image_scenes = [self.meta["scenes"][i] for i in self.ids]
         self.label_table = lookup_table(256, {v: v for v in range(self.num_classes)})
         # Decoded samples, kept: the set is a few hundred small images read 40 times each by a demo run, and
-        # decoding two PNGs per sample was an eighth of a demo epoch on one core (cProfile, 2026-11-30).
-        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # decoding two PNGs per sample was an eighth of a demo epoch on one core (cProfile, 2026-11-30). Each is
+        # keyed by its files' (mtime, size), so a file changed or damaged on disk is read again and its error
+        # names it, as with the real datasets.
+        self._decoded: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if index not in self._decoded:
-            self._decoded[index] = super().load(index)
-        image, mask = self._decoded[index]
-        return image.copy(), mask.copy()  # the transforms must not reach the kept arrays
+        try:
+            stamp = tuple((s.st_mtime_ns, s.st_size) for s in map(os.stat, self.paths(index)))
+        except OSError:
+            return super().load(index)  # the base class names the missing file
+        kept = self._decoded.get(index)
+        if kept is None or kept[0] != stamp:
+            kept = self._decoded[index] = (stamp, *super().load(index))
+        return kept[1].copy(), kept[2].copy()  # the transforms must not reach the kept arrays
 
     def paths(self, index: int) -> tuple[Path, Path]:
         image_id = self.ids[index]
