@@ -535,6 +535,21 @@ class RunComparison:
                             "pixAcc (eval)": run.evaluation.get("pixAcc", np.nan)})
         return pd.DataFrame.from_records(records).set_index("run")
 
+    def size_bins(self) -> pd.DataFrame:
+        """Per run, from its eval record: mean IoU of the scene-dependent classes near small and near large
+        objects (``mIoU_small``, ``mIoU_large``; data with size bins only) and the control classes' IoU."""
+        records = []
+        for label, run in self.runs.items():
+            record = {"run": label}
+            for key in ("mIoU_small", "mIoU_large"):
+                record[key] = run.evaluation.get(key, np.nan)
+            iou = iou_from_confusion(self.confusion[label])
+            for name in ("ring", "cross"):
+                if name in self.class_names:
+                    record[f"IoU_{name}"] = float(iou[self.class_names.index(name)])
+            records.append(record)
+        return pd.DataFrame.from_records(records).set_index("run")
+
     def confusions(self, label: str, k: int = 10) -> pd.DataFrame:
         return largest_confusions(self.confusion[label], self.class_names, k)
 
@@ -728,7 +743,8 @@ def reported_vs_reproduced(tables: Sequence[TableFiles]) -> pd.DataFrame:
 
 
 def direction_summary(tables: Sequence[TableFiles]) -> pd.DataFrame:
-    """Every table's direction checks (claim, paper gap, reproduced gap, holds) in one frame."""
+    """Every table's direction checks (claim, paper gap, paired reproduced gap, 95 % interval, verdict) in one
+    frame."""
     frames = []
     for table in tables:
         if table.directions is not None:
@@ -736,7 +752,9 @@ def direction_summary(tables: Sequence[TableFiles]) -> pd.DataFrame:
             frame.insert(0, "table", table.name)
             frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["table", "claim", "reported_gap", "reproduced_gap", "holds"])
+        from encnet.report.tables import DIRECTION_COLUMNS
+
+        return pd.DataFrame(columns=["table", *DIRECTION_COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
 

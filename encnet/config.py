@@ -52,7 +52,7 @@ class ModelConfig:
     name: str = "encnet"  # encnet | fcn, or a CIFAR name such as "EncNet-32k128d" for classification
     # CIFAR networks only: the paper's pre-activation blocks or the release's post-activation ones (§3.5).
     cifar_block: Literal["preact", "postact"] = "preact"
-    backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny
+    backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny | resnet_tiny_deep
     pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
     num_codes: int = 32  # K codewords; 0: global average pooling in place of the Encoding Layer (Figure 5)
     se_loss: bool = True
@@ -365,7 +365,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 # (dotted key, test, what it must be). Other sections' keys get a line here when they have a range.
 _RANGES: list[tuple[str, Any, str]] = [
     ("seed", lambda v: v >= 0, "≥ 0"),
-    ("model.num_codes", lambda v: v >= 0, "≥ 0 (0: global average pooling)"),
+    ("model.num_codes", lambda v: v >= 0, "≥ 0 (0: global average pooling, Figure 5)"),
     ("data.num_classes", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
     ("data.base_size", lambda v: v >= 1, "≥ 1"),
     ("data.crop_size", lambda v: v >= 1, "≥ 1"),

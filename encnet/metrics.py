@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["SegmentationMetric", "ClassificationMetric", "ade20k_final_score", "all_reduce_sum", "best_validation"]
+__all__ = ["SegmentationMetric", "SizeBinMetric", "ClassificationMetric", "ade20k_final_score", "all_reduce_sum",
+           "best_validation"]
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -121,6 +122,38 @@ class SegmentationMetric:
         pix_acc = (tp.sum() / labelled * 100).item() if labelled > 0 else math.nan
         miou = iou.nanmean().item() if self.miou == "present" else iou.nan_to_num(0.0).mean().item()
         return {"pixAcc": pix_acc, "mIoU": miou, "IoU": iou.tolist()}
+
+
+class SizeBinMetric:
+    """Mean IoU of some classes near objects of each size bin (the generated demo data's ``regions`` maps).
+
+    For bin ``b`` only the pixels whose region value is ``codes[b]`` count (an object and a margin around it, so a
+    false positive beside a small object counts against the small bin); on them one confusion matrix gives each
+    class's IoU, and ``mIoU_<b>`` is the mean over ``classes`` that have a union there (e.g. the scene-dependent
+    classes). Summed across processes by ``reduce`` like :class:`SegmentationMetric`.
+    """
+
+    def __init__(self, num_classes: int, codes: dict[str, int], classes, ignore_index: int = 255):
+        self.codes, self.classes, self.ignore_index = dict(codes), list(classes), ignore_index
+        self.bins = {name: SegmentationMetric(num_classes, ignore_index) for name in self.codes}
+
+    @torch.no_grad()
+    def update(self, pred_or_logits: Tensor, target: Tensor, regions: Tensor) -> None:
+        regions = regions.to(target.device).expand_as(target)
+        for name, code in self.codes.items():
+            self.bins[name].update(pred_or_logits, torch.where(regions == code, target,
+                                                               torch.full_like(target, self.ignore_index)))
+
+    def reduce(self) -> None:
+        for metric in self.bins.values():
+            metric.reduce()
+
+    def compute(self) -> dict:
+        out = {}
+        for name, metric in self.bins.items():
+            iou = torch.tensor(metric.compute()["IoU"], dtype=torch.float64)[self.classes]
+            out[f"mIoU_{name}"] = iou.nanmean().item()
+        return out
 
 
 class ClassificationMetric:

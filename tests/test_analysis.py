@@ -235,7 +235,7 @@ def write_tables(out: Path) -> None:
         results = collect_results(refs, FIXTURE_RUNS)
         comparison = compare(rows, ["pixAcc", "mIoU"], load_reported(), results, profile)
         write_table(comparison, "table_ablation", "Table 1", "PASCAL-Context ablation", profile, out,
-                    directions=[Direction("EncNet+SE", "FCN", "mIoU")])
+                    directions=[Direction("EncNet+SE", "FCN", "mIoU")], results=results)
         points = sweep_points(results, {"FCN": 0.0, "EncNet+SE": 0.2}, ["mIoU"], profile)
         plot_sweep(points, "figure_se_weight", "SE weight", "alpha", 0.2, "paper", profile, out)
     (out / "tables" / "benchmarks.md").write_text("# Benchmarks\n\nno profile\n")
@@ -267,3 +267,16 @@ def test_table_profile_reads_the_file_name_suffix():
     assert analysis.table_profile("table_ablation_demo") == "demo"
     assert analysis.table_profile("table_ablation") == "paper"
     assert analysis.table_profile("benchmarks") is None
+
+
+def test_size_bins_show_each_runs_small_and_large_iou_and_the_controls_iou():
+    names = ["background", "disc", "ring", "cross"]
+    # Confusion [truth, prediction]: ring 3 right of 3 truth + 1 false → 3/4; cross 1 of 2, none extra → 1/2.
+    confusion = np.array([[10, 0, 1, 0], [0, 4, 0, 0], [0, 0, 3, 0], [1, 0, 0, 1]])
+    runs = {"EncNet": analysis.RunSummary(Path("r"), "EncNet", {}, {"mIoU_small": 12.5, "mIoU_large": 60.0}, True),
+            "FCN": analysis.RunSummary(Path("f"), "FCN", {}, {}, True)}
+    comparison = analysis.RunComparison(runs, "ss", [], names, {"EncNet": confusion, "FCN": confusion}, {}, None, {})
+    table = comparison.size_bins()
+    assert table.loc["EncNet", "mIoU_small"] == 12.5 and table.loc["EncNet", "mIoU_large"] == 60.0
+    assert np.isnan(table.loc["FCN", "mIoU_small"])  # data without size bins
+    assert table.loc["EncNet", "IoU_ring"] == pytest.approx(75.0) and table.loc["EncNet", "IoU_cross"] == pytest.approx(50.0)

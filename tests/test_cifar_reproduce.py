@@ -74,12 +74,17 @@ def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
     assert table.loc["EncNet-8k16d", "reproduced_std"] == pytest.approx(math.sqrt(2), abs=1e-4)
     assert table.loc["SE-ResNet-16d", "reproduced_mean"] == pytest.approx(46.0)
     assert table.loc["SE-ResNet-16d", "reproduced_std"] == pytest.approx(math.sqrt(8), abs=1e-4)
-    # The direction check run_all's summary reads: SE-ResNet 46 − EncNet 41 = +5 > the larger std √8.
+    # The direction check run_all's summary reads, seeds paired: SE-ResNet − EncNet = 44 − 40, 48 − 42 → 4, 6;
+    # mean 5, se 1, t(0.975, 1) = 12.7062: the interval [−7.71, +17.71] holds 0 → inconclusive with two seeds.
     checks = pd.read_csv(tmp_path / "tables" / "cifar10_demo_directions.csv").set_index("claim")
-    assert pd.isna(checks.loc["EncNet-4k16d < SE-ResNet-16d (test error)", "holds"])  # not run
+    assert checks.loc["EncNet-4k16d < SE-ResNet-16d (test error)", "verdict"] == "not run"
     check = checks.loc["EncNet-8k16d < SE-ResNet-16d (test error)"]
-    assert check["reproduced_gap"] == pytest.approx(5.0) and bool(check["holds"])
-    assert check["spread"] == pytest.approx(math.sqrt(8), abs=1e-4)
+    assert check["reproduced_gap"] == pytest.approx(5.0) and check["n_pairs"] == 2
+    assert (check["ci_low"], check["ci_high"]) == (pytest.approx(5 - 12.7062, abs=1e-3),
+                                                   pytest.approx(5 + 12.7062, abs=1e-3))
+    assert check["verdict"] == "inconclusive"
+    # Table 6's order, SE-ResNet < ResNet: the ResNet run stopped, so it is not run.
+    assert checks.loc["SE-ResNet-16d < ResNet-16d (test error)", "verdict"] == "not run"
     # The stopped run (no DONE, no eval.json) is "not run", never a number.
     assert table.loc["ResNet-16d", "status"] == "not run" and table.loc["ResNet-16d", "n"] == 0
     # Demo runs measure generated textures, not CIFAR-10: no Δ against the paper.
@@ -90,8 +95,10 @@ def test_demo_table_matches_golden_files_and_hand_computed_statistics(tmp_path):
     assert list(table.index) == ["ResNet-16d", "SE-ResNet-16d", "EncNet-4k16d", "EncNet-8k16d"]  # Table 6 order
     md = (tmp_path / "tables" / "cifar10_demo.md").read_text()
     assert "| EncNet-8k16d " in md and "41.00 ± 1.41" in md and "not comparable with the CIFAR-10" in md
-    assert "Direction EncNet-8k16d < SE-ResNet-16d (test error): reproduced gap -5.00 → reproduced." in md
-    assert "Direction EncNet-4k16d < SE-ResNet-16d (test error): not run." in md
+    # The paper's gaps are Table 6's: EncNet-32k128d 3.45 − SE-ResNet-64d 4.65, EncNet-16k64d 3.96 − 4.65.
+    assert ("Direction EncNet-8k16d < SE-ResNet-16d (test error): paper -1.20, reproduced -5.00 [-17.71, +7.71] "
+            "(paired t, 95 % over 2 paired seeds) → inconclusive.") in md
+    assert "Direction EncNet-4k16d < SE-ResNet-16d (test error): paper -0.69; reproduced: not run." in md
     # Best logged epoch per run (fixtures: the last epoch is every run's best): 40, 42 and 44, 48.
     assert ("Best test error over the logged epochs (the release's reporting; the table shows the last): "
             "SE-ResNet-16d 46.00 ± 2.83; EncNet-8k16d 41.00 ± 1.41.") in md
@@ -112,7 +119,8 @@ def test_paper_table_gives_delta_against_paper_and_model_zoo(tmp_path):
     assert lines == [["EncNet-32k128d", "paper", "14", "16.8", "3.45", "—", "—", ""],
                      ["EncNet-32k128d", "authors' model zoo", "—", "—", "3.35", "—", "—", ""],
                      ["EncNet-32k128d", "ours", "—", f"{params:.2f}", "3.60", "+0.15", "+0.25", "1"]]
-    assert "stands for" not in md and "Direction EncNet-32k128d < SE-ResNet-64d (test error): not run." in md
+    assert "stands for" not in md
+    assert "Direction EncNet-32k128d < SE-ResNet-64d (test error): paper -1.20; reproduced: not run." in md
     t = load_config(RUNS / "paper" / "cifar10_encnet_32k128d" / "seed0-fmtenc" / "config.yaml").train
     assert f"wd {t.weight_decay:g}, cosine, batch {t.batch_size}, {t.epochs} epochs, pad-4 crop + flip" in md
 
@@ -145,12 +153,17 @@ def test_demo_and_paper_runs_never_share_an_output():
                              "paper")
 
 
-def test_direction_within_the_seed_spread_is_called_inconclusive():
-    comparison = pd.DataFrame({"row": ["A", "B"], "reproduced_mean": [50.0, 51.0], "reproduced_std": [2.0, 0.5]})
-    assert cifar.error_direction_note(comparison, "A", "B").endswith("inconclusive.")
-    comparison["reproduced_std"] = [0.5, 0.5]
-    assert cifar.error_direction_note(comparison, "A", "B").endswith("gap -1.00 → reproduced.")
-    assert "NOT reproduced" in cifar.error_direction_note(comparison, "B", "A")
+def test_error_direction_pairs_seeds_and_prints_lower_minus_higher():
+    comparison = pd.DataFrame({"row": ["A", "B"], "reported paper": [3.0, 4.0]})
+    results = pd.DataFrame({"row": ["A"] * 5 + ["B"] * 5, "seed": list(range(5)) * 2, "metric": "error",
+                            "value": [10.0, 11.0, 12.0, 10.5, 11.5] + [12.0, 13.2, 13.9, 12.4, 13.6]})
+    check = cifar.error_direction_check(comparison, "A", "B", results)
+    assert check["reported_gap"] == pytest.approx(1.0) and check["reproduced_gap"] == pytest.approx(2.02)
+    assert check["verdict"] == "reproduced"
+    assert cifar.error_direction_check(comparison, "B", "A", results)["verdict"] == "contradicted"
+    note = cifar.error_direction_note(comparison, "A", "B", results)
+    assert note.startswith("Direction A < B (test error): paper -1.00, reproduced -2.02 [") and note.endswith("reproduced.")
+
 
 
 def test_paper_dry_run_lists_the_papers_recipe(capsys, tmp_path):

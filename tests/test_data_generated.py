@@ -108,3 +108,117 @@ def test_per_pixel_classifier_cannot_tell_ambiguous_classes_but_scene_is_global(
     centroids = np.stack([ft[st == k].mean(0) for k in range(len(cs.SCENES))])
     guess = np.linalg.norm(fv[:, None] - centroids[None], axis=-1).argmin(1)
     assert (guess == sv).mean() > 0.95
+
+
+# ------------------------------------------------------------------ designs of the demo claims (README "Demo designs")
+
+
+def _scene_features(cue: str, count: int = 400, size: int = 64):
+    """Per image: mean colour and mean colour-gradient magnitude (what global average pooling of simple local
+    features sees) and the backdrop's per-channel spread (a distribution statistic); and the scene index."""
+    means, spreads, scenes = [], [], []
+    for i in range(count):
+        image, _, scene, _ = cs.draw_scene(np.random.default_rng([0, 0, i]), size, cue)
+        im = image.astype(np.float64)
+        gy, gx = np.diff(im, axis=0)[:, :-1], np.diff(im, axis=1)[:-1]
+        gradient = np.sqrt((gx**2 + gy**2).sum(-1)).mean()
+        band = im[: round(cs.BAND_FRACTION * size)].reshape(-1, 3)
+        means.append([*im.reshape(-1, 3).mean(0), *band.mean(0), gradient])
+        spreads.append(band.std(0))
+        scenes.append(cs.SCENES.index(scene))
+    return np.array(means), np.array(spreads), np.array(scenes)
+
+
+def _nearest_centroid_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
+    """Fit class centroids (standardised features) on the first half, accuracy on the second half."""
+    half = len(labels) // 2
+    scale = features[:half].std(0) + 1e-9
+    centroids = np.array([features[:half][labels[:half] == k].mean(0) for k in range(len(cs.SCENES))])
+    distance = (((features[half:, None] - centroids[None]) / scale) ** 2).sum(-1)
+    return float((distance.argmin(1) == labels[half:]).mean())
+
+
+def test_mixture_cue_hides_the_scene_from_every_per_image_mean_but_not_from_the_distribution():
+    means, spreads, scenes = _scene_features("mixture")
+    assert len(set(scenes)) == 4
+    # Chance is 25 %; 200 held-out images put a 95 % band of about ±6 % around it.
+    assert _nearest_centroid_accuracy(means, scenes) < 0.36
+    assert _nearest_centroid_accuracy(spreads, scenes) > 0.95
+    # The colour cue, for contrast, is read from the mean alone.
+    colour_means, _, colour_scenes = _scene_features("colour")
+    assert _nearest_centroid_accuracy(colour_means, colour_scenes) > 0.95
+
+
+def test_mixture_backdrop_is_exactly_half_each_colour_around_one_mean():
+    rng = np.random.default_rng(5)
+    band = cs._mixture_backdrop(rng, "beach", 12, 64)
+    d = np.array(cs.MIXTURE_DIRECTIONS["beach"]) / np.linalg.norm(cs.MIXTURE_DIRECTIONS["beach"])
+    along = (band - band.reshape(-1, 3).mean(0)) @ d
+    assert (along > 0).sum() == (along < 0).sum() == 12 * 64 // 2
+    assert np.abs(np.abs(along) - cs.MIXTURE_NORM).max() < 4 * 5  # ±m·d plus pixel noise (σ 4)
+
+
+def _objects(mask: np.ndarray):
+    from scipy import ndimage
+
+    labelled, count = ndimage.label(mask > 0)
+    for i, box in enumerate(ndimage.find_objects(labelled), start=1):
+        yield labelled[box] == i, box, int(mask[box][labelled[box] == i][0])
+
+
+def test_small_large_objects_fall_in_their_size_bins_and_regions_mark_them():
+    size = 64
+    bins = {name: (round(lo * size), round(hi * size)) for name, (lo, hi) in cs.SIZE_BINS["small_large"].items()}
+    assert bins["small"][1] < bins["large"][0]  # the bins do not touch
+    seen = {"small": 0, "large": 0}
+    controls = []
+    for i in range(60):
+        _, mask, _, regions = cs.draw_scene(np.random.default_rng([0, 0, i]), size, "colour", "small_large")
+        for pixels, box, label in _objects(mask):
+            side = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
+            name = next(n for n, (lo, hi) in bins.items() if lo <= side <= hi)
+            assert (regions[box][pixels] == cs.REGION_CODES[name]).all()
+            if label in cs.AMBIGUOUS_CLASSES:
+                seen[name] += 1
+            else:
+                controls.append((name, pixels.sum() / side**2))
+        assert ((regions > 0) | (mask == 0)).all()  # every object pixel is in a region
+    # Scene-dependent objects: small and large about equally often.
+    assert min(seen.values()) > 40 and 0.6 < seen["small"] / seen["large"] < 1.6
+    # Controls: always large, with thick strokes (a thin 2-px ring covers under a third of its box).
+    assert len(controls) > 10 and all(name == "large" for name, _ in controls)
+    assert min(cover for _, cover in controls) > 0.4
+
+
+def test_default_sizes_keep_one_bin_and_write_no_regions(tmp_path):
+    root = cs.ensure_context_scenes(tmp_path, num_train=4, num_val=2, image_size=64)
+    assert not (root / "regions").exists() and cs.ContextScenes(root, "val").size_regions(0) is None
+    lo, hi = (round(f * 64) for f in cs.SIZE_BINS["one"]["one"])
+    for i in range(20):
+        _, mask, _, regions = cs.draw_scene(np.random.default_rng([0, 0, i]), 64)
+        assert not regions.any()
+        for _, box, _ in _objects(mask):
+            assert lo <= max(box[0].stop - box[0].start, box[1].stop - box[1].start) <= hi
+    both = cs.ensure_context_scenes(tmp_path, num_train=4, num_val=2, image_size=64, cue="mixture",
+                                    sizes="small_large")
+    ds = cs.ContextScenes(both, "val")
+    assert both.name.endswith("-mixture-small_large") and ds.size_regions(1).shape == (64, 64)
+    with pytest.raises(ValueError, match="cue must be one of"):
+        cs.ensure_context_scenes(tmp_path, cue="texture")
+
+
+def test_context_scenes_keeps_decoded_samples_without_letting_callers_change_them(tmp_path):
+    from PIL import Image
+
+    root = cs.ensure_context_scenes(tmp_path, num_train=3, num_val=2, image_size=48)
+    ds = cs.ContextScenes(root, "train")
+    image, mask = ds.load(1)
+    image[:] = 0
+    mask[:] = 99
+    again, again_mask = ds.load(1)
+    image_path, mask_path = ds.paths(1)
+    assert np.array_equal(again, np.array(Image.open(image_path).convert("RGB")))
+    assert np.array_equal(again_mask, np.array(Image.open(mask_path)))
+    assert 1 in ds._decoded and len(ds._decoded) == 1  # decoded once, on first use
+    Image.fromarray(np.full((48, 48), 9, np.uint8)).save(mask_path)  # changed on disk: read again
+    assert (ds.load(1)[1] == 9).all()

@@ -148,6 +148,29 @@ def test_evaluate_multi_scale_flip_writes_tagged_eval_and_predictions(tiny_segme
     assert (run_dir / "eval_s1.json").is_file()
 
 
+def test_size_bin_iou_in_eval_matches_a_recount_from_the_saved_predictions(tiny_segmentation_config, tmp_path,
+                                                                           data_cache):
+    from encnet.data.context_scenes import AMBIGUOUS_CLASSES, REGION_CODES
+
+    config = load_config(tiny_segmentation_config, ["train.epochs=1", "data.options.sizes=small_large",
+                                                    "data.options.num_val=6"])
+    run_dir = train(config, run_dir=tmp_path / "run")
+    result = evaluate(run_dir, save_predictions=True)
+    root = next(p for p in data_cache.glob("*small_large") if (p / "meta.json").is_file())
+    for name, code in REGION_CODES.items():
+        confusion = np.zeros((11, 11), dtype=np.int64)
+        for png in sorted((run_dir / "predictions" / "ss").glob("*.png")):
+            pred = np.asarray(Image.open(png)).astype(np.int64)
+            truth = np.asarray(Image.open(root / "masks" / png.name)).astype(np.int64)
+            near = np.asarray(Image.open(root / "regions" / png.name)) == code
+            np.add.at(confusion, (truth[near], pred[near]), 1)
+        tp = np.diag(confusion).astype(float)
+        union = confusion.sum(0) + confusion.sum(1) - tp
+        ious = [100 * tp[c] / union[c] for c in AMBIGUOUS_CLASSES if union[c] > 0]
+        assert result[f"mIoU_{name}"] == pytest.approx(float(np.mean(ious)))
+    assert json.loads((run_dir / "eval.json").read_text())["mIoU_small"] == pytest.approx(result["mIoU_small"])
+
+
 def test_classification_task_trains_and_reports_top1_error(tiny_classification_config, tmp_path):
     config = load_config(tiny_classification_config)
     run_dir = train(config, run_dir=tmp_path / "run")

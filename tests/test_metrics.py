@@ -113,6 +113,26 @@ if __name__ == "__main__":
     worker(int(sys.argv[1]), sys.argv[2])
 
 
+def test_size_bin_metric_counts_only_the_pixels_of_each_bin_against_a_hand_count():
+    from encnet.metrics import SizeBinMetric
+
+    # One 1×6 image. Bin "small" (code 1): pixels 0-2, "large" (code 2): pixels 3-5.
+    target = torch.tensor([[[1, 1, 0, 2, 2, 2]]])
+    pred = torch.tensor([[[1, 0, 1, 2, 2, 0]]])
+    regions = torch.tensor([[1, 1, 1, 2, 2, 2]])
+    metric = SizeBinMetric(3, {"small": 1, "large": 2}, classes=[1, 2])
+    metric.update(pred, target, regions)
+    metric.reduce()
+    got = metric.compute()
+    # small: class 1 TP 1, truth 2, predicted 2 → 1/3; class 2 absent there (no union) → mean 1/3.
+    # large: class 2 TP 2, truth 3, predicted 2 → 2/3; class 1 absent → mean 2/3.
+    assert got["mIoU_small"] == pytest.approx(100 / 3) and got["mIoU_large"] == pytest.approx(200 / 3)
+    # Pixels outside every region, and ignored pixels, never count.
+    outside = SizeBinMetric(3, {"small": 1}, classes=[1])
+    outside.update(torch.tensor([[[1, 1]]]), torch.tensor([[[1, 255]]]), torch.tensor([[0, 1]]))
+    assert math.isnan(outside.compute()["mIoU_small"])
+
+
 def test_miou_all_averages_over_every_class_present_over_classes_with_a_union():
     # confusion[target, pred] by hand, 4 classes; class 3 never occurs; class 2 only predicted (IoU 0).
     conf = torch.tensor([[3, 1, 0, 0], [0, 2, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])

@@ -242,6 +242,15 @@ def test_resnet_tiny_output_stride_8():
     assert strides(backbone) == ([4, 8, 8, 8], list(backbone.channels))
 
 
+def test_resnet_tiny_deep_deepens_stage_3_only_as_r101_does():
+    tiny, deep = build_backbone("resnet_tiny"), build_backbone("resnet_tiny_deep")
+    assert [len(getattr(deep, f"layer{i}")) for i in range(1, 5)] == [1, 1, 3, 1]
+    assert [len(getattr(tiny, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert strides(deep) == ([4, 8, 8, 8], list(tiny.channels)) and deep.channels == tiny.channels
+    # The added blocks keep stage 3's dilation (2), as in torchvision's dilated ResNet-101.
+    assert all(block.conv2.dilation == (2, 2) for block in list(deep.layer3)[1:])
+
+
 def test_imagenet_weights_unavailable_says_what_to_do(monkeypatch):
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("no network")

@@ -92,7 +92,7 @@ def test_missing_and_unfinished_runs_render_not_run(tmp_path):
     build("ablation", tmp_path)
     table = (tmp_path / "tables" / "ablation_demo.md").read_text()
     line = next(l for l in table.splitlines() if l.startswith("| EncNet R101 MS+flip"))
-    assert line.count("not run") == 2  # pixAcc and mIoU; the unfinished fixture run (no DONE) is not a result
+    assert line.count("not run") == 6  # every metric; the unfinished fixture run (no DONE) is not a result
     comparison = pd.read_csv(tmp_path / "tables" / "ablation_demo.csv")
     assert (comparison[comparison["row"] == "EncNet R101 MS+flip"]["n"] == 0).all()
 
@@ -228,7 +228,47 @@ def test_direction_checks_state_the_sign_against_the_paper(tmp_path):
     checks = pd.read_csv(tmp_path / "tables" / "ablation_demo_directions.csv")
     enc_fcn = checks[checks["claim"] == "EncNet > FCN (mIoU)"].iloc[0]
     assert enc_fcn["reproduced_gap"] == pytest.approx(48.25 - 41.0)
-    assert bool(enc_fcn["holds"]) is True
+    # Hand oracle, seeds paired: differences 48 − 40 = 8 and 48.5 − 42 = 6.5; mean 7.25, sd 1.5/√2, se 0.75,
+    # t(0.975, 1) = 12.7062 → half-width 9.5297: the interval holds 0, so two seeds cannot decide.
+    assert enc_fcn["n_pairs"] == 2
+    assert (enc_fcn["ci_low"], enc_fcn["ci_high"]) == (pytest.approx(7.25 - 9.5297, abs=1e-3),
+                                                       pytest.approx(7.25 + 9.5297, abs=1e-3))
+    assert enc_fcn["verdict"] == "inconclusive"
+    # The fixtures' eval records have no per-class IoU, so the demo's control precondition is unmeasured.
+    assert "controls not measured" in enc_fcn["note"]
+    assert checks.set_index("claim").loc["EncNet R101 MS+flip > EncNet R101 (mIoU)", "verdict"] == "not run"
+
+
+def _results(rows: dict) -> pd.DataFrame:
+    """Per-seed results in ``runlogs.collect_results`` layout from {row: {metric: [values by seed]}}."""
+    return pd.DataFrame([{"row": row, "seed": seed, "metric": metric, "value": value, "profile": "demo"}
+                         for row, metrics in rows.items() for metric, values in metrics.items()
+                         for seed, value in enumerate(values)])
+
+
+@pytest.mark.parametrize("ring, verdict", [(80.0, "reproduced"), (30.0, "inconclusive")])
+def test_a_direction_needs_every_arm_to_learn_the_controls(ring, verdict):
+    results = _results({
+        "A": {"mIoU": [50, 52, 51, 53, 50], "IoU_ring": [90] * 5, "IoU_cross": [85] * 5},
+        "B": {"mIoU": [40, 41, 40, 42, 41], "IoU_ring": [ring] * 5, "IoU_cross": [85] * 5},
+    })
+    comparison = pd.DataFrame({"row": ["A", "B"], "metric": ["mIoU"] * 2, "reported": [float("nan")] * 2})
+    check = tables.direction_checks(comparison, [tables.Direction("A", "B", "mIoU", ("IoU_ring", "IoU_cross"))],
+                                    results).iloc[0]
+    assert check["verdict"] == verdict and check["controls_min"] == pytest.approx(min(ring, 85.0))
+    assert check["reproduced_gap"] == pytest.approx(10.4) and check["ci_low"] > 0
+    # Reversed arms: the same interval on the other side of 0 contradicts the claim.
+    reverse = tables.direction_checks(comparison, [tables.Direction("B", "A", "mIoU", ("IoU_ring",))], results)
+    assert reverse.iloc[0]["verdict"] == ("contradicted" if ring >= 50 else "inconclusive")
+
+
+def test_paper_rows_get_a_verdict_against_the_reported_number():
+    reported = load_reported(REPORTED)
+    rows = [tables.TableRow("EncNet", "pcontext_ablation", "EncNet+SE")]  # reported mIoU 49.2
+    for values, verdict in (([49.0, 49.6, 49.3], "within"), ([50.0, 50.1, 49.9], "above"), ([47.0, 47.2], "below")):
+        results = _results({"EncNet": {"mIoU": values}}).assign(profile="paper", run_dir="r", eval="ss")
+        line = tables.compare(rows, ["mIoU"], reported, results, "paper").iloc[0]
+        assert line["vs_reported"] == verdict, values
 
 
 BEST_NOTE = "Best validation epoch, the release's checkpoint selection"
@@ -298,7 +338,8 @@ def test_tables_without_logged_validation_have_no_best_note_and_the_same_layout(
 
 def test_sweep_figure_points_match_golden_and_images_are_written(tmp_path):
     paths = build("se_weight", tmp_path)
-    assert sorted(p.name for p in paths) == ["se_weight_demo.csv", "se_weight_demo.pdf", "se_weight_demo.png"]
+    assert sorted(p.name for p in paths) == ["se_weight_demo.csv", "se_weight_demo.pdf", "se_weight_demo.png",
+                                             "se_weight_demo_directions.csv"]
     check_golden(tmp_path / "figures" / "se_weight_demo.csv", "se_weight_demo.csv")
     assert (tmp_path / "figures" / "se_weight_demo.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figures" / "se_weight_demo.pdf").read_bytes()[:4] == b"%PDF"
@@ -306,7 +347,8 @@ def test_sweep_figure_points_match_golden_and_images_are_written(tmp_path):
     missing = points[points["n"] == 0]["x"].unique().tolist()
     assert sorted(missing) == [0.1, 0.8]  # no fixture runs: gaps in the curve, named in the panel title
     codewords = build("codewords", tmp_path)
-    assert (tmp_path / "figures" / "codewords_demo.png").is_file() and len(codewords) == 3
+    assert (tmp_path / "figures" / "codewords_demo.png").is_file() and len(codewords) == 4
+    assert (tmp_path / "tables" / "codewords_demo_directions.csv") in codewords  # K = 16, 32 against K = 0
 
 
 def test_reported_csv_errors_name_the_problem(tmp_path):

@@ -27,10 +27,34 @@ identically distributed in all four scenes, so a per-pixel (1×1) or small-recep
 best guess among four (25%); the scene itself is trivially recognisable from the image as a whole (the mean
 colour of the backdrop). ``ring`` and ``cross`` are scene-independent controls that local features solve.
 
+Two options put the mechanisms of two further claims at play (designed before any run; README "Demo designs")::
+
+    cue="colour"  (default) the backdrop's mean colour tells the scene (claims 1, 3–5).
+    cue="mixture" claim 2, Encoding Layer > global average pooling (Figure 5, K = 0 vs 16 vs 32): the backdrop
+                  mixes two colours m + d and m − d in random blobs that cover exactly half of its pixels, with
+                  one shared mean m (plus a per-image jitter drawn alike for every scene) and one shared |d|; only
+                  the direction of d in colour space (so which two colours co-occur) tells the scene. The per-image
+                  mean colour and the mean colour-gradient magnitude are then identically distributed in every
+                  scene, so averaging features first and deciding later has nothing to read, while a dictionary
+                  of colour codewords with soft assignment (the Encoding Layer's residuals) separates the scenes.
+                  Tested: a nearest-centroid classifier on the per-image mean colour and mean gradient magnitude is
+                  at chance; on the per-channel spread it is near perfect.
+    sizes="one"   (default) every object's side is 16–25 % of the image (10–16 px at 64).
+    sizes="small_large"  claim 3, SE-loss helps mostly small objects (§2): each object is drawn small (side 10–14 %
+                  of the image: 6–9 px at 64, about one cell of the output-stride-8 feature map) or large
+                  (22–28 %: 14–18 px) with probability 1/2, so small scene-dependent objects are as frequent as
+                  large ones but hold few pixels; a pixel loss sees them little, the SE-loss (one presence bit per
+                  class, whatever its size) as much as large ones. The controls (ring, cross) are always large with
+                  strokes a third of their side, so that learning them tests training, not resolution. ``regions/<id>.png`` marks each object with a
+                  2-pixel margin by its size bin (1 small, 2 large, 0 elsewhere), so evaluation reports the mean
+                  IoU of the scene-dependent classes over the pixels near small objects and near large ones
+                  (``mIoU_small``, ``mIoU_large``; ``encnet.evaluate``).
+
 On disk (a layout like the real datasets; written atomically into the cache folder)::
 
     <folder>/images/<id>.png   RGB
     <folder>/masks/<id>.png    L, values 0..10
+    <folder>/regions/<id>.png  L, size bin of the object (with a 2-pixel margin) at each pixel; sizes="small_large"
     <folder>/{train,val}.txt   ids, one per line
     <folder>/meta.json         parameters, class and scene names, the scene of every image
 
@@ -41,6 +65,7 @@ parameters give byte-identical files, and a bigger ``num_train`` extends a small
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +75,7 @@ from PIL import Image
 from encnet.data.base import DatasetNotFoundError, SegmentationDataset, lookup_table, missing, read_split_list
 from encnet.data.cache import build_dir_atomically, default_cache_dir
 
-VERSION = 1
+VERSION = 2  # 2: size bins, the mixture cue, thick large controls with size bins (the default data is unchanged)
 SCENES = ("field", "beach", "street", "night")
 SHAPES = ("disc", "square")
 CLASS_NAMES = (
@@ -70,6 +95,27 @@ BACKDROP_RGB = {
     "night": (20, 25, 70),
 }
 
+CUES = ("colour", "mixture")
+SIZES = ("one", "small_large")
+# Object side as a fraction of the image side, per size option and bin; region value of each bin.
+SIZE_BINS = {"one": {"one": (0.16, 0.25)}, "small_large": {"small": (0.10, 0.14), "large": (0.22, 0.28)}}
+REGION_CODES = {"small": 1, "large": 2}
+# The controls (ring, cross) are always drawn large with a third of their side as stroke width when there are size
+# bins: the thin default controls (2–3 px strokes) were never segmented at output stride 8 (IoU ≈ 0 for FCN and
+# EncNet alike), which left the precondition "controls learned" unmeetable for reasons that have nothing to do
+# with context.
+CONTROL_BIN = "large"
+REGION_MARGIN = 2  # pixels around an object counted in its size bin: false positives next to it count too
+# cue="mixture": every scene mixes m + d and m − d; |d| is the same, only its direction in RGB differs.
+MIXTURE_MEAN = np.array([120.0, 120.0, 120.0])
+MIXTURE_DIRECTIONS = {
+    "field": (1.0, -1.0, 0.0),
+    "beach": (0.0, 1.0, -1.0),
+    "street": (1.0, 0.0, -1.0),
+    "night": (1.0, 1.0, -2.0),
+}
+MIXTURE_NORM = 60.0
+
 LAYOUT = """\
   ROOT/images/<id>.png, ROOT/masks/<id>.png, ROOT/{train,val}.txt, ROOT/meta.json"""
 
@@ -78,8 +124,17 @@ def class_id(scene: str, shape: str) -> int:
     return CLASS_NAMES.index(f"{scene}_{shape}")
 
 
-def folder_name(seed: int, num_train: int, num_val: int, image_size: int) -> str:
-    return f"context_scenes-v{VERSION}-seed{seed}-{num_train}x{num_val}-{image_size}px"
+def folder_name(seed: int, num_train: int, num_val: int, image_size: int, cue: str = "colour",
+                sizes: str = "one") -> str:
+    options = ("" if cue == "colour" else f"-{cue}") + ("" if sizes == "one" else f"-{sizes}")
+    return f"context_scenes-v{VERSION}-seed{seed}-{num_train}x{num_val}-{image_size}px{options}"
+
+
+def _check_options(cue: str, sizes: str) -> None:
+    if cue not in CUES:
+        raise ValueError(f"context_scenes cue must be one of {CUES}, found {cue!r}")
+    if sizes not in SIZES:
+        raise ValueError(f"context_scenes sizes must be one of {SIZES}, found {sizes!r}")
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
@@ -108,7 +163,19 @@ def _backdrop(rng: np.random.Generator, scene: str, rows: int, width: int) -> np
     return base + shade[..., None] + rng.normal(0, 4, size=(rows, width, 3))
 
 
-def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _mixture_backdrop(rng: np.random.Generator, scene: str, rows: int, width: int) -> np.ndarray:
+    """m + d on exactly half of the band's pixels (smooth random blobs), m − d on the other half."""
+    d = np.array(MIXTURE_DIRECTIONS[scene])
+    d = MIXTURE_NORM * d / np.linalg.norm(d)
+    field = _smooth_noise(rng, rows, width, 6) + 1e-6 * rng.normal(size=(rows, width))  # no ties
+    half = np.zeros(rows * width, dtype=bool)
+    half[np.argsort(field, axis=None)[: rows * width // 2]] = True
+    sign = np.where(half.reshape(rows, width), 1.0, -1.0)
+    mean = MIXTURE_MEAN + rng.uniform(-12, 12, size=3)  # the same jitter law in every scene
+    return mean + sign[..., None] * d + rng.normal(0, 4, size=(rows, width, 3))
+
+
+def _shape_mask(kind: str, size: int, rng: np.random.Generator, thick: bool = False) -> np.ndarray:
     c = (size - 1) / 2
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     r = np.hypot(y - c, x - c)
@@ -117,8 +184,8 @@ def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "square":
         return np.ones((size, size), dtype=bool)
     if kind == "ring":
-        return (r <= size / 2) & (r >= size / 2 - max(2, size // 5))
-    arm = max(2, size // 4)  # cross
+        return (r <= size / 2) & (r >= size / 2 - max(2, size // (3 if thick else 5)))
+    arm = max(2, size // (3 if thick else 4))  # cross
     return (np.abs(y - c) <= arm / 2) | (np.abs(x - c) <= arm / 2)
 
 
@@ -139,16 +206,20 @@ def _object_pixels(kind: str, size: int, rng: np.random.Generator) -> np.ndarray
     return colours + jitter + rng.normal(0, 6, size=(size, size, 3))
 
 
-def draw_scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """One image (H×W×3 uint8), its mask (H×W uint8) and its scene name."""
+def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour",
+               sizes: str = "one") -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """One image (H×W×3 uint8), its mask (H×W uint8), its scene name and its size-bin regions (H×W uint8)."""
+    _check_options(cue, sizes)
     s = image_size
     scene = SCENES[int(rng.integers(len(SCENES)))]
     band = max(1, round(BAND_FRACTION * s))
     top = band + max(1, round(GAP_FRACTION * s))
 
     image = GROUND_RGB + 14 * _smooth_noise(rng, s, s, 4)[..., None] + rng.normal(0, 8, size=(s, s, 3))
-    image[:band] = _backdrop(rng, scene, band, s)
+    image[:band] = (_backdrop if cue == "colour" else _mixture_backdrop)(rng, scene, band, s)
     mask = np.zeros((s, s), dtype=np.uint8)
+    regions = np.zeros((s, s), dtype=np.uint8)
+    bins = SIZE_BINS[sizes]
 
     taken = np.zeros((s, s), dtype=bool)
     count = int(rng.integers(2, 5))
@@ -160,7 +231,12 @@ def draw_scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, n
         else:
             kinds.append(("ring", "cross")[int(rng.integers(2))])
     for kind in kinds:
-        size = int(rng.integers(round(0.16 * s), round(0.25 * s) + 1))
+        # (With sizes="one" this draws nothing extra, so the default data stays byte-identical to version 1.)
+        size_bin = list(bins)[int(rng.integers(len(bins)))] if len(bins) > 1 else next(iter(bins))
+        if kind not in SHAPES and sizes != "one":
+            size_bin = CONTROL_BIN  # controls: large and thick, so that every network can learn them
+        low, high = bins[size_bin]
+        size = int(rng.integers(round(low * s), round(high * s) + 1))
         for _attempt in range(30):
             y0 = int(rng.integers(top, s - size + 1))
             x0 = int(rng.integers(0, s - size + 1))
@@ -169,29 +245,42 @@ def draw_scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, n
                 break
         else:
             continue  # no free place left: fewer objects
-        shape = _shape_mask(kind, size, rng)
+        shape = _shape_mask(kind, size, rng, thick=sizes != "one")
         label = class_id(scene, kind) if kind in SHAPES else CLASS_NAMES.index(kind)
         region = (slice(y0, y0 + size), slice(x0, x0 + size))
         image[region][shape] = _object_pixels(kind, size, rng)[shape]
         mask[region][shape] = label
+        if size_bin in REGION_CODES:
+            # An object's own box always carries its bin; its margin only fills pixels no other object claimed.
+            m = REGION_MARGIN
+            around = (slice(max(0, y0 - m), y0 + size + m), slice(max(0, x0 - m), x0 + size + m))
+            free = ~taken[around] & (regions[around] == 0)
+            regions[around][free] = REGION_CODES[size_bin]
+            regions[region] = REGION_CODES[size_bin]
         taken[region] = True
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, scene
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, scene, regions
 
 
-def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64):
+def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64,
+                            cue: str = "colour", sizes: str = "one"):
     """Write the dataset into the (empty) folder ``out``."""
+    _check_options(cue, sizes)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
+    if sizes != "one":
+        (out / "regions").mkdir(exist_ok=True)
     scenes = {}
     for split, count in (("train", num_train), ("val", num_val)):
         ids = []
         for index in range(count):
             rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-            image, mask, scene = draw_scene(rng, image_size)
+            image, mask, scene, regions = draw_scene(rng, image_size, cue, sizes)
             image_id = f"{split}_{index:05d}"
             Image.fromarray(image).save(out / "images" / f"{image_id}.png")
             Image.fromarray(mask, mode="L").save(out / "masks" / f"{image_id}.png")
+            if sizes != "one":
+                Image.fromarray(regions, mode="L").save(out / "regions" / f"{image_id}.png")
             ids.append(image_id)
             scenes[image_id] = scene
         (out / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
@@ -203,6 +292,9 @@ def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_
         "num_val": num_val,
         "image_size": image_size,
         "class_names": list(CLASS_NAMES),
+        **({} if cue == "colour" else {"cue": cue}),
+        **({} if sizes == "one" else {"sizes": sizes, "size_bins": SIZE_BINS[sizes], "region_codes": REGION_CODES,
+                                      "region_margin": REGION_MARGIN}),
         "ambiguous_classes": list(AMBIGUOUS_CLASSES),
         "scene_names": list(SCENES),
         "scenes": scenes,
@@ -211,13 +303,15 @@ def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_
 
 
 def ensure_context_scenes(
-    cache_dir: str | Path | None = None, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64
+    cache_dir: str | Path | None = None, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64,
+    cue: str = "colour", sizes: str = "one",
 ) -> Path:
     """Path of the generated dataset with these parameters, building it first if it is not in the cache."""
+    _check_options(cue, sizes)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = cache_dir / folder_name(seed, num_train, num_val, image_size)
+    final = cache_dir / folder_name(seed, num_train, num_val, image_size, cue, sizes)
     return build_dir_atomically(
-        final, lambda tmp: generate_context_scenes(tmp, seed, num_train, num_val, image_size)
+        final, lambda tmp: generate_context_scenes(tmp, seed, num_train, num_val, image_size, cue, sizes)
     )
 
 
@@ -244,7 +338,33 @@ class ContextScenes(SegmentationDataset):
         self.ids = read_split_list(self.root / f"{split}.txt", LAYOUT, fix)
         self.image_scenes = [self.meta["scenes"][i] for i in self.ids]
         self.label_table = lookup_table(256, {v: v for v in range(self.num_classes)})
+        # Decoded samples, kept: the set is a few hundred small images read 40 times each by a demo run, and
+        # decoding two PNGs per sample was an eighth of a demo epoch on one core (cProfile, 2026-11-30). Each is
+        # keyed by its files' (mtime, size), so a file changed or damaged on disk is read again and its error
+        # names it, as with the real datasets.
+        self._decoded: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            stamp = tuple((s.st_mtime_ns, s.st_size) for s in map(os.stat, self.paths(index)))
+        except OSError:
+            return super().load(index)  # the base class names the missing file
+        kept = self._decoded.get(index)
+        if kept is None or kept[0] != stamp:
+            kept = self._decoded[index] = (stamp, *super().load(index))
+        return kept[1].copy(), kept[2].copy()  # the transforms must not reach the kept arrays
 
     def paths(self, index: int) -> tuple[Path, Path]:
         image_id = self.ids[index]
         return self.root / "images" / f"{image_id}.png", self.root / "masks" / f"{image_id}.png"
+
+    @property
+    def region_codes(self) -> dict[str, int]:
+        """Size bin → value in ``regions/<id>.png``; empty for data without size bins (sizes="one")."""
+        return dict(self.meta.get("region_codes", {}))
+
+    def size_regions(self, index: int) -> np.ndarray | None:
+        """H×W uint8 size-bin regions of image ``index`` (``REGION_CODES``), or None without size bins."""
+        if not self.region_codes:
+            return None
+        return np.array(Image.open(self.root / "regions" / f"{self.ids[index]}.png"))

@@ -16,6 +16,8 @@ torchvision's ``replace_stride_with_dilation=[False, True, True]`` and the autho
 - ``resnet_tiny``: the demo profile's CPU backbone: one torchvision Bottleneck per stage with widths
   32/64/128/256. torchvision's ``ResNet`` hard-codes the stage widths 64…512 (×4), so it is assembled
   here from the same Bottleneck blocks.
+- ``resnet_tiny_deep``: ``resnet_tiny`` with three blocks in stage 3 instead of one; it plays R101 in the demo
+  (R50 → R101 deepens only stage 3, 6 → 23 blocks), so the demo's "R101" rows are runs of their own.
 
 ``pretrained``: ``"none"``; ``"imagenet"`` (torchvision's weights API, resnet50/resnet101 only); or a
 path to a local ``state_dict`` file in torchvision's ResNet layout (``fc.*`` keys are ignored).
@@ -43,7 +45,8 @@ _DEEP_STEM = {
     "resnet50v1c": ("resnet50", (32, 32, 64)),
     "resnet101v1c": ("resnet101", (32, 32, 64)),
 }
-BACKBONES = (*_TORCHVISION, *_DEEP_STEM, "resnet_tiny")
+_TINY_BLOCKS = {"resnet_tiny": (1, 1, 1, 1), "resnet_tiny_deep": (1, 1, 3, 1)}
+BACKBONES = (*_TORCHVISION, *_DEEP_STEM, *_TINY_BLOCKS)
 
 
 class ResNetFeatures(nn.Module):
@@ -185,8 +188,8 @@ def build_backbone(name: str, pretrained: str = "none") -> ResNetFeatures:
         backbone = _from_torchvision(net)
     elif name in _DEEP_STEM:
         backbone = _deep_stem_resnet(*_DEEP_STEM[name])
-    elif name == "resnet_tiny":
-        backbone = tiny_resnet()
+    elif name in _TINY_BLOCKS:
+        backbone = tiny_resnet(blocks=_TINY_BLOCKS[name])
     else:
         raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
 

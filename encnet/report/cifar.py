@@ -26,10 +26,11 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from . import runlogs
+from . import runlogs, stats
 from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
 from .figures import save_figure
-from .tables import NOT_RUN, check_profile, ours_label, output_name, output_title, paper_rows, write_table_files
+from .tables import (DIRECTION_COLUMNS, NOT_RUN, check_profile, direction_note, direction_record, ours_label, output_name, output_title,
+                     paper_rows, seed_values, write_table_files)
 
 __all__ = [
     "BEST_ERROR",
@@ -158,7 +159,8 @@ def compare_errors(rows: Sequence[ModelRow], reported: pd.DataFrame, results: pd
             "parameters": row.parameters if row.parameters is not None else pd.NA,
             "reproduced_mean": mean,
             "reproduced_std": float(mine["value"].std(ddof=1)) if n > 1 else float("nan"),
-            "n": n, "status": "ok" if n else NOT_RUN,
+            "n": n, "ci_half_width": stats.t_interval(list(mine["value"])).half_width if n else float("nan"),
+            "status": "ok" if n else NOT_RUN,
             "runs": ";".join(mine["run_dir"]),
         }
         where = {column: (experiment, name) for column, experiment, name in row.reported}
@@ -170,12 +172,14 @@ def compare_errors(rows: Sequence[ModelRow], reported: pd.DataFrame, results: pd
             record[f"verified {column}"] = entry["verified"] if entry is not None else ""
             comparable = n and entry is not None and profile == "paper"
             record[f"delta {column}"] = mean - value if comparable else float("nan")
+            record[f"vs_reported {column}"] = (stats.reported_verdict(mean, record["ci_half_width"], value)
+                                               if comparable else "")
         records.append(record)
     return pd.DataFrame.from_records(records)
 
 
 def _sources(comparison: pd.DataFrame) -> list[str]:
-    return [c[len("reported "):] for c in comparison.columns if c.startswith("reported ")]
+    return [c[len("reported "):] for c in comparison.columns if c.startswith("reported ")]  # "reported paper"
 
 
 def display_errors(comparison: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -255,33 +259,23 @@ def display_whole(comparison: pd.DataFrame, reported: pd.DataFrame, profile: str
     return pd.DataFrame(lines)
 
 
-def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str) -> dict:
-    """The paper's claim that ``lower`` has the lower test error than ``higher``, checked on the means.
+def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str, results: pd.DataFrame) -> dict:
+    """The paper's claim that ``lower`` has the lower test error than ``higher``: the paired 95 % interval of
+    ``error(higher) − error(lower)`` over shared seeds and its verdict.
 
     Gaps are "better − worse" in the sense of the segmentation tables' direction checks (here: the higher
-    error minus the lower), so ``encnet.report.summary`` reads both alike; ``spread`` is the larger seed std.
+    error minus the lower), so ``encnet.report.summary`` reads both alike.
     """
-    means = comparison.set_index("row")["reproduced_mean"]
-    claim = f"{lower} < {higher} (test error)"
-    if lower not in means or higher not in means or pd.isna(means[lower]) or pd.isna(means[higher]):
-        return {"claim": claim, "reported_gap": float("nan"), "reproduced_gap": float("nan"), "holds": None,
-                "spread": float("nan")}
-    gap = float(means[higher] - means[lower])
-    spread = float(comparison.set_index("row")["reproduced_std"][[lower, higher]].max())
-    return {"claim": claim, "reported_gap": float("nan"), "reproduced_gap": gap, "holds": gap > 0, "spread": spread}
+    reported = comparison.set_index("row").get("reported paper", pd.Series(dtype=float))
+    paper_gap = (float(reported[higher]) - float(reported[lower])
+                 if lower in reported and higher in reported else float("nan"))
+    return direction_record(f"{lower} < {higher} (test error)", ERROR, seed_values(results, higher, ERROR),
+                            seed_values(results, lower, ERROR), paper_gap)
 
 
-def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str) -> str:
-    check = error_direction_check(comparison, lower, higher)
-    claim = f"Direction {check['claim']}"
-    if check["holds"] is None:
-        return f"{claim}: not run."
-    gap = -check["reproduced_gap"]  # shown as lower − higher: negative when the claim holds
-    verdict = "reproduced" if check["holds"] else "NOT reproduced"
-    # A gap smaller than one seed's spread could flip with the next seed; say so rather than let the sign speak.
-    if not pd.isna(check["spread"]) and abs(gap) <= check["spread"]:
-        verdict += f", but within one seed std ({check['spread']:.2f}): inconclusive"
-    return f"{claim}: reproduced gap {gap:+.2f} → {verdict}."
+def error_direction_note(comparison: pd.DataFrame, lower: str, higher: str, results: pd.DataFrame) -> str:
+    """The footnote, with the gap shown as lower − higher (negative when the claim holds)."""
+    return direction_note(error_direction_check(comparison, lower, higher, results), gap_sign=-1.0)
 
 
 def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
@@ -301,7 +295,7 @@ def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: 
         notes.append("Runs (under the runs root): " + "; ".join(traced) + ".")
     table = display_errors(comparison, profile) if reported is None else display_whole(comparison, reported, profile)
     return write_table_files(table, comparison, stem, title, caption, notes, out_dir,
-                             pd.DataFrame(list(checks)) if checks else None)
+                             pd.DataFrame(list(checks), columns=DIRECTION_COLUMNS) if checks else None)
 
 
 # ----------------------------------------------------------------------------------------------------- curves

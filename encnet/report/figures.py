@@ -1,11 +1,13 @@
 """Sweep figures: pixAcc and mIoU against one knob (SE-loss weight α, number of codewords K), from run logs.
 
 The paper gives these curves only as plots (Figure 5); ``reported.csv`` holds them as ``verified=plot`` rows read
-from the PDF's vector drawing. Each figure draws our runs (mean ± std over seeds) beside the paper's curve,
+from the PDF's vector drawing. Each figure draws our runs (mean over seeds) beside the paper's curve,
 labelled as read from the plot: on the same axes for the paper profile, on a second y-axis for the demo (its
-numbers live on another scale). A reproduced point at a setting the paper did not run (an extra K) gets a hollow
-marker. ``sweep_points`` and ``paper_points`` are pure and tested; ``plot_sweep`` draws with matplotlib's Agg
-canvas and writes PNG + PDF, plus the plotted points (ours and the paper's) as CSV so the figure is data too.
+numbers live on another scale). Our bars are 95 % t intervals of each point's mean over seeds; the sweep's paired
+direction checks (e.g. K = 32 against K = 0, seeds paired) are printed under the title with their verdicts. A
+reproduced point at a setting the paper did not run (an extra K) gets a hollow marker. ``sweep_points`` and
+``paper_points`` are pure and tested; ``plot_sweep`` draws with matplotlib's Agg canvas and writes PNG + PDF,
+plus the plotted points (ours and the paper's) as CSV so the figure is data too.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from . import stats
 from .reported import PLOT_LABEL
 from .tables import output_name, output_title
 
-POINT_COLUMNS = ["x", "row", "metric", "mean", "std", "n", "runs"]
+POINT_COLUMNS = ["x", "row", "metric", "mean", "std", "ci_half_width", "n", "runs"]
 PAPER_COLUMNS = ["x", "row", "metric", "value", "verified"]
 OURS, PAPER = "reproduced", "paper"
 
@@ -40,6 +43,7 @@ def sweep_points(results: pd.DataFrame, x_of_row: Mapping[str, float], metrics: 
                 "x": float(x), "row": row, "metric": metric,
                 "mean": float(mine["value"].mean()) if n else float("nan"),
                 "std": float(mine["value"].std(ddof=1)) if n > 1 else float("nan"),
+                "ci_half_width": stats.t_interval(list(mine["value"])).half_width if n else float("nan"),
                 "n": n, "runs": ";".join(sorted(mine["run_dir"])),
             })
     return pd.DataFrame.from_records(records, columns=POINT_COLUMNS).sort_values(["metric", "x"],
@@ -62,6 +66,17 @@ def paper_points(reported: pd.DataFrame, experiment: str, metrics: Sequence[str]
     return pd.DataFrame.from_records(records, columns=PAPER_COLUMNS).sort_values(["metric", "x"], kind="stable")
 
 
+def paper_at_rows(paper: pd.DataFrame | None, x_of_row: Mapping[str, float]) -> pd.DataFrame:
+    """The paper's curve as (row, metric, reported) lines for the rows at its x values, so that a sweep's
+    direction checks carry the paper's gap (``encnet.report.tables.direction_checks``)."""
+    records = []
+    if paper is not None:
+        for row, x in x_of_row.items():
+            for _, point in paper[paper["x"] == float(x)].iterrows():
+                records.append({"row": row, "metric": point["metric"], "reported": float(point["value"])})
+    return pd.DataFrame.from_records(records, columns=["row", "metric", "reported"])
+
+
 def positions(xs: Sequence[float], log2_x: bool) -> dict[float, float]:
     """Where each x sits on the axis. On a log2 axis x = 0 (K = 0: global average pooling, no codewords) has no
     place, so it goes one step left of the smallest positive x and is labelled by name."""
@@ -79,7 +94,7 @@ def _label(x: float, zero_label: str) -> str:
 
 def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen: float, chosen_label: str,
                profile: str, out_dir: str | Path, log2_x: bool = False, paper: pd.DataFrame | None = None,
-               zero_label: str = "0") -> list[Path]:
+               zero_label: str = "0", checks: pd.DataFrame | None = None) -> list[Path]:
     """One panel per metric; the paper's chosen setting as a dashed line and, when ``paper`` is given, the
     paper's curve (same axes for the paper profile, a second y-axis for the demo). Writes
     ``figures/<name>[_demo].*``."""
@@ -96,7 +111,7 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
     for ax, metric in zip(axes[0], metrics):
         mine = points[(points["metric"] == metric) & (points["n"] > 0)]
         is_extra = ~mine["x"].isin(paper_x) if paper_x is not None else pd.Series(False, index=mine.index)
-        ax.errorbar([at[x] for x in mine["x"]], mine["mean"], yerr=mine["std"].fillna(0.0), capsize=3,
+        ax.errorbar([at[x] for x in mine["x"]], mine["mean"], yerr=mine["ci_half_width"].fillna(0.0), capsize=3,
                     color="tab:blue")
         core, extra = mine[~is_extra], mine[is_extra]
         ax.plot([at[x] for x in core["x"]], core["mean"], linestyle="none", marker="o", color="tab:blue",
@@ -131,14 +146,21 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
                 labels.append(label)
     axes[0][0].legend(handles, labels, fontsize=7)
     n_max = int(points["n"].max()) if len(points) else 0
-    spread = f"mean ± std over {n_max} seeds" if n_max > 1 else "one seed per point: no error bars"
+    spread = (f"mean and 95 % t interval over {n_max} seeds" if n_max > 1
+              else "one seed per point: no error bars")
     if paper is not None and profile != "paper":
         spread += "; the paper's curve on the right axis"
-    fig.suptitle(f"{output_title(title, profile)}\n({spread})", fontsize=10)
+    verdicts = ""
+    if checks is not None and len(checks):
+        verdicts = "\n" + "; ".join(
+            f"{c['claim']}: {stats.format_interval(stats.Interval(c['reproduced_gap'], c['ci_low'], c['ci_high'], int(c['n_pairs'])))} → {c['verdict']}"
+            for _, c in checks.iterrows())
+    fig.suptitle(f"{output_title(title, profile)}\n({spread}){verdicts}", fontsize=9 if verdicts else 10)
     data = points.assign(source=OURS)
     if paper is not None:
         data["extra"] = ~data["x"].isin(paper_x)
-        theirs = paper.rename(columns={"value": "mean"}).assign(std=float("nan"), n=pd.NA, runs="",
+        theirs = paper.rename(columns={"value": "mean"}).assign(std=float("nan"), ci_half_width=float("nan"), n=pd.NA,
+                                                                 runs="",
                                                                  source=PAPER, extra=False)
         data = pd.concat([data, theirs[data.columns]], ignore_index=True)
     return save_figure(fig, data, name, profile, out_dir)

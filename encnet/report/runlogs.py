@@ -17,6 +17,8 @@ import yaml
 
 RESULT_COLUMNS = ["experiment", "row", "seed", "profile", "eval", "metric", "value", "run_dir"]
 SCALAR_METRICS = ("pixAcc", "mIoU")
+# Generated demo data with object-size bins: mean IoU of the scene-dependent classes near small / large objects.
+SIZE_BIN_METRICS = ("mIoU_small", "mIoU_large")
 # ADE20K's challenge score (PAPER.md §5), derived so that a val run can be set beside the test-server number.
 DERIVED_METRICS = {"final_score": lambda e: (e["pixAcc"] + e["mIoU"]) / 2}
 SINGLE_SCALE = "ss"  # the tag of the default evaluation, stored as eval.json
@@ -96,6 +98,11 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
     for row, run_dir, tag, log in shown_runs(refs):
         values = {m: float(log.evals[tag][m]) for m in SCALAR_METRICS if m in log.evals[tag]}
         values.update({m: f(values) for m, f in DERIVED_METRICS.items() if set(SCALAR_METRICS) <= set(values)})
+        values.update({m: float(log.evals[tag][m]) for m in SIZE_BIN_METRICS
+                       if log.evals[tag].get(m) is not None and log.evals[tag][m] == log.evals[tag][m]})
+        if set(SIZE_BIN_METRICS) <= set(values):
+            # Paired across arms, its difference is "gain on small objects − gain on large ones" (claim 3).
+            values["mIoU_small_minus_large"] = values["mIoU_small"] - values["mIoU_large"]
         values.update(class_ious(log.evals[tag]))
         for metric, value in values.items():
             records.append({

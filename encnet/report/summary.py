@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import stats
 from .tables import output_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,36 +33,80 @@ def profile_outputs(out_dir: Path, profile: str, since: float = 0.0) -> list[Pat
 
 
 def direction_lines(out_dir: Path, profile: str) -> list[str]:
-    """One line per direction claim (e.g. EncNet > FCN) across every table of the profile."""
+    """One line per direction claim (e.g. EncNet > FCN) across every table of the profile, with its paired 95 %
+    interval and verdict (``encnet.report.stats``)."""
     lines = []
     for path in sorted((out_dir / "tables").glob("*_directions.csv")):
         table = path.name.removesuffix("_directions.csv")
         if output_name(table.removesuffix("_demo"), profile) != table:
             continue
-        for _, check in pd.read_csv(path).iterrows():
+        for _, check in pd.read_csv(path, keep_default_na=False, na_values=[""]).iterrows():
             paper = "—" if pd.isna(check["reported_gap"]) else f"{check['reported_gap']:+.2f}"
-            if pd.isna(check["reproduced_gap"]):
-                verdict, gap = "not run", "—"
+            if check["verdict"] == "not run":
+                gap = "—"
             else:
-                gap = f"{check['reproduced_gap']:+.2f}"
-                verdict = "reproduced" if check["reproduced_gap"] > 0 else "NOT reproduced"
-                spread = check.get("spread", float("nan"))
-                if not pd.isna(spread) and abs(check["reproduced_gap"]) <= spread:
-                    gap += f" (within one seed std {spread:.2f}: inconclusive)"
-            lines.append(f"{verdict:>15}  {check['claim']}: paper {paper}, this run {gap}   [{table}]")
+                gap = stats.format_interval(stats.Interval(check["reproduced_gap"], check["ci_low"], check["ci_high"],
+                                                           int(check["n_pairs"])))
+            note = f"  ({check['note']})" if isinstance(check.get("note"), str) and check["note"] else ""
+            lines.append(f"{check['verdict']:>12}  {check['claim']}: paper {paper}, this run {gap}{note}   [{table}]")
     return lines
 
 
-def summary(out_dir: Path, profile: str, since: float, elapsed: float | None) -> str:
+def reported_lines(out_dir: Path, profile: str) -> list[str]:
+    """Paper profile: each reproduced number against the reported one (``vs_reported``: within max(0.5, the 95 %
+    half-width), above or below), from the tidy table CSVs."""
+    lines = []
+    for path in sorted((out_dir / "tables").glob("*.csv")):
+        if path.stem.endswith("_directions") or output_name(path.stem.removesuffix("_demo"), profile) != path.stem:
+            continue
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        # Segmentation tables: one "vs_reported" per (row, metric); CIFAR: one "vs_reported <source>" per source.
+        for column in [c for c in frame.columns if c == "vs_reported" or c.startswith("vs_reported ")]:
+            source = column[len("vs_reported"):]
+            judged = frame[frame[column].astype(str).isin([stats.WITHIN, stats.ABOVE, stats.BELOW])]
+            for _, line in judged.iterrows():
+                tolerance = stats.reported_tolerance(float(line["ci_half_width"]))
+                metric = line["metric"] if "metric" in line else "error"
+                lines.append(f"{line[column]:>7}  {line['row']} {metric}{source}: reported "
+                             f"{line['reported' + source]:.2f}, this run {line['reproduced_mean']:.2f} "
+                             f"(Δ {line['delta' + source]:+.2f}, tolerance ±{tolerance:.2f}, n = {int(line['n'])})"
+                             f"   [{path.stem}]")
+    return lines
+
+
+def matmul_gflops(size: int = 512, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product speed (GFLOP/s, best of ``repeats``) with the current thread setting:
+    a reader compares their elapsed time with ours through it."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def summary(out_dir: Path, profile: str, since: float, elapsed: float | None, gflops: float | None = None) -> str:
     outputs = profile_outputs(out_dir, profile, since)
     parts = [f"== run_all.sh summary ({profile} profile) =="]
     if elapsed is not None:
-        parts.append(f"time: {elapsed / 60:.1f} min ({elapsed:.0f} s)")
+        speed = "" if gflops is None else (f"; this machine's matrix products: {gflops:.1f} GFLOP/s "
+                                           f"(float32 512², one process, the run's thread setting)")
+        parts.append(f"time: {elapsed / 60:.1f} min ({elapsed:.0f} s){speed}")
     parts.append(f"wrote {len(outputs)} files:")
     parts += [f"  {p.relative_to(out_dir)}" for p in outputs]
     directions = direction_lines(out_dir, profile)
-    parts.append("the paper's directions (better − worse, in points):")
+    parts.append(f"the paper's directions (better − worse, in points; mean [{stats.INTERVAL_METHOD} interval] over "
+                 "seeds paired across the arms):")
     parts += [f"  {line}" for line in directions] or ["  (no direction checks found)"]
+    if profile == "paper":
+        parts.append("reproduced against reported (within: |Δ| ≤ max(0.5, the 95 % half-width)):")
+        parts += [f"  {line}" for line in reported_lines(out_dir, profile)] or ["  (no reproduced paper numbers)"]
     if profile == "demo":
         parts.append("  (demo numbers come from generated data and a tiny backbone: they test the pipeline and the "
                      "direction of each claim, not the paper's values)")
@@ -78,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=float, default=0.0, help="only files written after this UNIX time")
     parser.add_argument("--elapsed", type=float, help="seconds the whole run took")
     args = parser.parse_args(argv)
-    print(summary(args.out_dir, args.profile, args.since, args.elapsed))
+    gflops = matmul_gflops() if args.elapsed is not None else None
+    print(summary(args.out_dir, args.profile, args.since, args.elapsed, gflops))
     return 0
 
 

@@ -23,13 +23,18 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from . import stats
 from .reported import UNVERIFIED_FOOTNOTE, UNVERIFIED_MARK, format_reported, lookup
 from .runlogs import CLASS_IOU_PREFIX
 
 PROFILES = ("demo", "paper")
 NOT_RUN = "not run"
 COMPARE_COLUMNS = ["row", "metric", "reported", "reported_text", "verified", "reproduced_mean",
-                   "reproduced_std", "n", "delta", "status", "runs"]
+                   "reproduced_std", "n", "ci_half_width", "delta", "vs_reported", "status", "runs"]
+DIRECTION_COLUMNS = ["claim", "metric", "reported_gap", "reproduced_gap", "ci_low", "ci_high", "n_pairs", "interval",
+                     "controls_min", "verdict", "note"]
+# A control class (ring, cross: decided by local appearance in every scene) counts as learned from this IoU (%).
+CONTROL_MIN_IOU = 50.0
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,16 @@ class TableRow:
 
 @dataclass(frozen=True)
 class Direction:
-    """A claim of the paper that one row beats another on a metric (e.g. EncNet > FCN on mIoU)."""
+    """A claim of the paper that one row beats another on a metric (e.g. EncNet > FCN on mIoU).
+
+    ``controls`` are metrics (e.g. ``IoU_ring``) that every arm must have learned (mean over seeds at least
+    ``CONTROL_MIN_IOU``) before the direction gets a verdict other than inconclusive.
+    """
 
     better: str
     worse: str
     metric: str
+    controls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,11 @@ def compare(rows: Sequence[TableRow], metrics: Sequence[str], reported: pd.DataF
                 status = f"{NOT_RUN}: {row.not_run_reason}"
             else:
                 status = "ok" if n else NOT_RUN
+            half = stats.t_interval(list(mine["value"])).half_width if n else float("nan")
             delta = (mean - float(entry["value"])
                      if n and entry is not None and profile == "paper" and row.comparable else float("nan"))
+            against = ("" if pd.isna(delta) else
+                       stats.reported_verdict(mean, half, float(entry["value"])))
             records.append({
                 "row": row.label,
                 "metric": metric,
@@ -114,7 +127,9 @@ def compare(rows: Sequence[TableRow], metrics: Sequence[str], reported: pd.DataF
                 "reproduced_mean": mean,
                 "reproduced_std": std,
                 "n": n,
+                "ci_half_width": half,
                 "delta": delta,
+                "vs_reported": against,
                 "status": status,
                 "runs": ";".join(mine["run_dir"]) + (f" [{mine['eval'].iloc[0]}]" if n else ""),
             })
@@ -130,17 +145,26 @@ def _reproduced_cell(line: pd.Series) -> str:
 
 
 def _delta_cell(line: pd.Series) -> str:
-    return "—" if pd.isna(line["delta"]) else f"{line['delta']:+.2f}"
+    """Δ with its verdict against the reported number: ✓ within max(0.5, the 95 % half-width), ↑/↓ outside."""
+    if pd.isna(line["delta"]):
+        return "—"
+    mark = {stats.WITHIN: " ✓", stats.ABOVE: " ↑", stats.BELOW: " ↓"}.get(line.get("vs_reported", ""), "")
+    return f"{line['delta']:+.2f}{mark}"
 
 
 def display(comparison: pd.DataFrame) -> pd.DataFrame:
     """The printed layout: one line per row; per metric ``reported | reproduced | Δ``; then ``n`` (seeds)."""
     metrics = list(dict.fromkeys(comparison["metric"]))
+    # A metric the paper never reports (the demo's size bins and control classes) gets one column, ours.
+    ours_only = {m for m in metrics if not (comparison.loc[comparison["metric"] == m, "reported_text"] != "").any()}
     lines = []
     for label, group in comparison.groupby("row", sort=False):
         line = {"": label}
         for metric in metrics:
             cell = group[group["metric"] == metric].iloc[0]
+            if metric in ours_only:
+                line[metric] = _reproduced_cell(cell)
+                continue
             line[f"{metric} reported"] = cell["reported_text"] or "—"
             line[f"{metric} reproduced"] = _reproduced_cell(cell)
             line[f"{metric} Δ"] = _delta_cell(cell)
@@ -241,34 +265,69 @@ def whole_table(comparison: pd.DataFrame, rows: Sequence[TableRow], reported: pd
     return pd.DataFrame(lines)
 
 
-def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction]) -> pd.DataFrame:
-    """For each claim, the paper's gap and the reproduced gap (better − worse) and whether the sign holds."""
+def seed_values(results: pd.DataFrame, row: str, metric: str) -> dict[int, float]:
+    """``{seed: value}`` of one row and metric (``runlogs.collect_results`` output)."""
+    mine = results[(results["row"] == row) & (results["metric"] == metric)]
+    return {int(s): float(v) for s, v in zip(mine["seed"], mine["value"])}
+
+
+def direction_record(claim: str, metric: str, better: dict[int, float], worse: dict[int, float],
+                     reported_gap: float = float("nan"), controls_min: float | None = None) -> dict:
+    """One line of ``*_directions.csv``: the paired 95 % interval of ``better − worse`` over shared seeds and its
+    verdict (``encnet.report.stats``). ``controls_min`` is the lowest control-class IoU (mean over seeds) of either
+    arm, NaN when a control was not measured, None when the claim has no controls; below ``CONTROL_MIN_IOU`` (or
+    unmeasured) the verdict is inconclusive whatever the interval."""
+    interval = stats.paired_interval(better, worse)
+    controls_ok = controls_min is None or (not pd.isna(controls_min) and controls_min >= CONTROL_MIN_IOU)
+    verdict = stats.direction_verdict(interval, preconditions_met=controls_ok)
+    note = ""
+    if interval.n == 0:
+        verdict, note = "not run", "no seed ran in both arms"
+    elif not controls_ok and pd.isna(controls_min):
+        note = "controls not measured (no per-class IoU in the runs' eval records)"
+    elif not controls_ok:
+        note = f"controls not learned (lowest control IoU {controls_min:.1f} < {CONTROL_MIN_IOU:g})"
+    elif interval.n < 2:
+        note = "one paired seed: no interval"
+    return {"claim": claim, "metric": metric, "reported_gap": reported_gap, "reproduced_gap": interval.mean,
+            "ci_low": interval.low, "ci_high": interval.high, "n_pairs": interval.n, "interval": stats.INTERVAL_METHOD,
+            "controls_min": float("nan") if controls_min is None else controls_min, "verdict": verdict,
+            "note": note}
+
+
+def direction_checks(comparison: pd.DataFrame, directions: Sequence[Direction],
+                     results: pd.DataFrame) -> pd.DataFrame:
+    """For each claim: the paper's gap (better − worse), the paired reproduced gap with its 95 % interval over
+    seeds, and the verdict (reproduced / contradicted / inconclusive; see ``encnet.report.stats``)."""
     records = []
     for d in directions:
-        def pick(label: str, column: str) -> float:
+        def reported(label: str) -> float:
             hit = comparison[(comparison["row"] == label) & (comparison["metric"] == d.metric)]
-            return float(hit[column].iloc[0]) if len(hit) else float("nan")
+            return float(hit["reported"].iloc[0]) if len(hit) else float("nan")
 
-        reported_gap = pick(d.better, "reported") - pick(d.worse, "reported")
-        reproduced_gap = pick(d.better, "reproduced_mean") - pick(d.worse, "reproduced_mean")
-        holds = None if pd.isna(reproduced_gap) else bool(reproduced_gap > 0)
-        # The larger seed std of the two rows: a gap inside it could change sign with the next seed.
-        spread = pd.Series([pick(d.better, "reproduced_std"), pick(d.worse, "reproduced_std")]).max()
-        records.append({"claim": f"{d.better} > {d.worse} ({d.metric})", "reported_gap": reported_gap,
-                         "reproduced_gap": reproduced_gap, "holds": holds, "spread": spread})
-    return pd.DataFrame.from_records(records,
-                                     columns=["claim", "reported_gap", "reproduced_gap", "holds", "spread"])
+        controls = [float(pd.Series(list(seed_values(results, arm, c).values()), dtype=float).mean())
+                    for arm in (d.better, d.worse) for c in d.controls]
+        controls_min = None
+        if controls:
+            controls_min = float("nan") if any(pd.isna(c) for c in controls) else min(controls)
+        records.append(direction_record(f"{d.better} > {d.worse} ({d.metric})", d.metric,
+                                        seed_values(results, d.better, d.metric),
+                                        seed_values(results, d.worse, d.metric),
+                                        reported(d.better) - reported(d.worse), controls_min))
+    return pd.DataFrame.from_records(records, columns=DIRECTION_COLUMNS)
 
 
-def _direction_note(check: pd.Series) -> str:
-    paper = "—" if pd.isna(check["reported_gap"]) else f"{check['reported_gap']:+.2f}"
-    if check["holds"] is None:
+def direction_note(check: pd.Series | dict, gap_sign: float = 1.0) -> str:
+    """The footnote of one direction check; ``gap_sign`` −1 prints the gap as worse − better (error tables)."""
+    paper = "—" if pd.isna(check["reported_gap"]) else f"{gap_sign * check['reported_gap']:+.2f}"
+    if check["verdict"] == "not run":
         return f"Direction {check['claim']}: paper {paper}; reproduced: not run."
-    verdict = "reproduced" if check["holds"] else "NOT reproduced"
-    if not pd.isna(check.get("spread")) and abs(check["reproduced_gap"]) <= check["spread"]:
-        verdict += f", but within one seed std ({check['spread']:.2f}): inconclusive"
-    return (f"Direction {check['claim']}: paper {paper}, reproduced {check['reproduced_gap']:+.2f} "
-            f"→ {verdict}.")
+    lo, hi = sorted((gap_sign * check["ci_low"], gap_sign * check["ci_high"]))
+    interval = stats.format_interval(stats.Interval(gap_sign * check["reproduced_gap"], lo, hi,
+                                                    int(check["n_pairs"])))
+    note = f" ({check['note']})" if isinstance(check.get("note"), str) and check["note"] else ""
+    return (f"Direction {check['claim']}: paper {paper}, reproduced {interval} ({stats.INTERVAL_METHOD} over "
+            f"{int(check['n_pairs'])} paired seeds) → {check['verdict']}{note}.")
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -307,7 +366,7 @@ def footnotes(comparison: pd.DataFrame, checks: pd.DataFrame | None = None,
     """Footnotes in print order: the table's own notes, direction checks, the dagger, the runs behind each row."""
     out = list(notes)
     if checks is not None:
-        out += [_direction_note(c) for _, c in checks.iterrows()]
+        out += [direction_note(c) for _, c in checks.iterrows()]
     if (comparison["verified"] == "no").any():
         out.append(UNVERIFIED_FOOTNOTE)
     runs = comparison.drop_duplicates("row")
@@ -324,7 +383,8 @@ def to_markdown(table: pd.DataFrame, title: str, caption: str, notes: Sequence[s
     return "\n".join(parts).rstrip() + "\n"
 
 
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "→": r"$\to$", "≥": r"$\geq$",
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "→": r"$\to$", "≥": r"$\geq$", "✓": r"$\checkmark$",
+                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "<": r"$<$",
                   UNVERIFIED_MARK: r"$^\dagger$"}
 
 
@@ -355,14 +415,17 @@ def to_latex(table: pd.DataFrame, title: str, caption: str, notes: Sequence[str]
 
 def write_table(comparison: pd.DataFrame, name: str, title: str, caption: str, profile: str,
                 out_dir: str | Path, directions: Sequence[Direction] = (), notes: Sequence[str] = (),
-                table: pd.DataFrame | None = None) -> list[Path]:
+                table: pd.DataFrame | None = None, results: pd.DataFrame | None = None) -> list[Path]:
     """Write ``<out_dir>/tables/<name>[_demo].{md,csv,tex}``; the CSV holds the tidy numbers behind the table.
 
-    ``table`` is the printed layout (``whole_table``'s); by default ``display(comparison)``.
+    ``table`` is the printed layout (``whole_table``'s); by default ``display(comparison)``. ``results`` (the
+    per-seed numbers behind ``comparison``) are needed for ``directions``: their intervals pair seeds.
     """
+    if directions and results is None:
+        raise ValueError("direction checks pair seeds: pass the per-seed results behind the comparison")
     stem = output_name(name, profile)
     title = output_title(title, profile)
-    checks = direction_checks(comparison, directions) if directions else None
+    checks = direction_checks(comparison, directions, results) if directions else None
     notes = footnotes(comparison, checks, notes)
     shown = display(comparison) if table is None else table
     return write_table_files(shown, comparison, stem, title, caption, notes, out_dir, checks)
@@ -379,6 +442,13 @@ def write_table_files(table: pd.DataFrame, numbers: pd.DataFrame, stem: str, tit
     numbers.to_csv(paths[1], index=False, float_format="%.4f")
     paths[2].write_text(to_latex(table, title, caption, notes))
     if checks is not None and len(checks):
-        paths.append(folder / f"{stem}_directions.csv")
-        checks.to_csv(paths[-1], index=False, float_format="%.4f")
+        paths.append(write_directions(checks, stem, out_dir))
     return paths
+
+
+def write_directions(checks: pd.DataFrame, stem: str, out_dir: str | Path) -> Path:
+    """``tables/<stem>_directions.csv``: one line per direction check (read by run_all's summary)."""
+    path = Path(out_dir) / "tables" / f"{stem}_directions.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checks.to_csv(path, index=False, float_format="%.4f")
+    return path
