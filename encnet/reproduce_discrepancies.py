@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     return reproduce.guarded(args, lambda: _main(args))
 
 
-def _main(args) -> int:
-    start = time.perf_counter()
+def planned(args) -> tuple:
+    """(ledger, sides, seeds, runs, by_row, blocked): this table's runs, and those that miss local weights."""
     ledger = load_ledger()
     sides = measurements(ledger, args.profile)
     seeds = tuple(args.seeds or ledger.profiles.get(args.profile, {}).get("seeds", (0, 1, 2)))
@@ -156,6 +156,12 @@ def _main(args) -> int:
     runs, by_row = reproduce.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
                                   follow=args.follow)
     blocked = {run.run_dir: missing_weights(run) for run in runs if missing_weights(run) and not run.finished}
+    return ledger, sides, seeds, runs, by_row, blocked
+
+
+def _main(args) -> int:
+    start = time.perf_counter()
+    ledger, sides, seeds, runs, by_row, blocked = planned(args)
     skipped = [f"{', '.join(run.rows)} (seed {run.seed}) needs {blocked[run.run_dir]}" for run in runs
                if run.run_dir in blocked]
     if args.dry_run:

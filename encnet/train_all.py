@@ -20,8 +20,9 @@ from encnet.reproduce import PlannedRun, execute, experiments, guarded, parse_ar
 
 
 def planned_runs(args) -> list[PlannedRun]:
-    """Every run of every experiment (segmentation and CIFAR-10), once each, chain heads first."""
-    from encnet import reproduce_cifar
+    """Every run of every experiment (segmentation, CIFAR-10, the ledger's paper-vs-release table), once each,
+    chain heads first. Ledger runs that need weights this machine lacks are left to their script, which says so."""
+    from encnet import reproduce_cifar, reproduce_discrepancies
 
     every = [*experiments(args.profile).values(), reproduce_cifar.experiment(args.profile)]
     by_dir: dict = {}
@@ -30,6 +31,10 @@ def planned_runs(args) -> list[PlannedRun]:
         runs, _ = plan(experiment, args.profile, seeds, args.runs_root, args.data_root, args.set,
                        follow=getattr(args, "follow", None))
         for run in runs:
+            by_dir.setdefault(run.run_dir, run)
+    *_, ledger_runs, _, blocked = reproduce_discrepancies.planned(args)
+    for run in ledger_runs:
+        if run.run_dir not in blocked:
             by_dir.setdefault(run.run_dir, run)
     runs = list(by_dir.values())
     # A run that others start from (model.init_from) goes first, so that its chain does not become the tail;
