@@ -101,10 +101,10 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
                                         align_corners=config.eval.align_corners,
                                         max_batch=config.eval.max_batch)
         # float64 stays: the release's exp-sum scores overflow float32 (encnet.inference).
-        metric.update(logits.to(torch.promote_types(logits.dtype, torch.float32)), target)
+        scores = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        metric.update(scores, target)
         if size_bins is not None:
-            size_bins.update(logits.to(torch.promote_types(logits.dtype, torch.float32)), target,
-                             torch.from_numpy(dataset.size_regions(int(index))).long())
+            size_bins.update(scores, target, torch.from_numpy(dataset.size_regions(int(index))).long())
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"
             _save_prediction(save_dir / f"{name}.png", logits)
