@@ -44,7 +44,7 @@ scripts=(table_ablation figure_se_weight figure_codewords table_pcontext table_v
          table_cifar10 figure_cifar_curves table_discrepancies)
 # Published checkpoints need the real datasets: paper profile only (--weights-root DIR, default weights/).
 if [ "$profile" = paper ]; then scripts+=(table_published); fi
-# Demo: every script's runs first, in one pool, so both cores stay busy to the last run (encnet/train_all.py);
+# Demo: every script's runs first, in one pool, so both cores stay busy to the last run (encnet/experiments/train_all.py);
 # the scripts then only evaluate and write. (Paper runs take the whole GPU machine one after another anyway.)
 if [ "$profile" = demo ]; then scripts=(train_all "${scripts[@]}"); fi
 start=$(date +%s)

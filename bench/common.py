@@ -78,8 +78,8 @@ def cpu_model() -> str:
 
 
 def machine_info(device: torch.device) -> dict:
-    """Versions, git state and date (from ``encnet.runs.capture_env``) plus what decides CPU timings."""
-    from encnet.runs import capture_env
+    """Versions, git state and date (from ``encnet.engine.runs.capture_env``) plus what decides CPU timings."""
+    from encnet.engine.runs import capture_env
 
     env = capture_env(world_size=1, device=device.type)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -299,7 +299,7 @@ def syncbn_worker(rank: int, port: int, workdir: Path) -> None:
 
 
 def part_syncbn(args, device, sizes, machine) -> None:
-    from encnet.distributed import find_free_port
+    from encnet.engine.distributed import find_free_port
 
     devices = ["cpu"] + (["cuda:0"] if device.type == "cuda" else [])
     config = {"shape": list(sizes["syncbn_shape"]), "calls": sizes["syncbn_calls"], "devices": devices}

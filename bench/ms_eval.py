@@ -3,7 +3,7 @@
     python bench/ms_eval.py [--quick] [--results-dir DIR] [--device auto|cpu|cuda] [--images N]
                             [--scales S ...] [--max-batch B] [--rounds R]
 
-The paper's protocol (``encnet.inference``): EncNet on a dilated ResNet-50, 59 classes, base 520, crop 480,
+The paper's protocol (``encnet.engine.inference``): EncNet on a dilated ResNet-50, 59 classes, base 520, crop 480,
 stride 2/3·crop, flip, the release's accumulation; generated images of PASCAL-Context's typical size
 (500×375). ``one_window`` is ``max_batch=1`` (every window and every mirror its own forward, as the release
 runs it); ``batched`` puts up to ``--max-batch`` windows of any scale and their mirrors in one forward. The two
@@ -17,8 +17,8 @@ import torch
 from tabulate import tabulate
 
 from common import base_parser, machine_info, print_targets, resolve_device, target, time_interleaved, write_results
-from encnet.config import PAPER_MS_SCALES
-from encnet.inference import _windows, predict_logits, scaled_size
+from encnet.engine.config import PAPER_MS_SCALES
+from encnet.engine.inference import _windows, predict_logits, scaled_size
 from encnet.models import build_model
 
 NAME = "ms_eval"
@@ -93,7 +93,7 @@ def main() -> None:
         "one call = every image through the whole protocol (resize to each scale, windows, flips, accumulation); "
         "images/s = images / median call time; the two paths alternate, one call each per round",
         f"forwards_per_image for the batched path counts chunks of ≤ {args.max_batch} views, as "
-        "encnet.inference batches them (whole windows with their mirrors, across scales)",
+        "encnet.engine.inference batches them (whole windows with their mirrors, across scales)",
     ]
     if device.type == "cpu":
         notes.append("CPU: a dilated ResNet-50 forward is compute-bound, so batching can only save per-call "

@@ -157,7 +157,7 @@ def worker(rank: int, port: int, workdir: Path) -> None:
 
 
 def run_workers(config: dict, timeout: float) -> list[dict]:
-    from encnet.distributed import find_free_port
+    from encnet.engine.distributed import find_free_port
 
     with tempfile.TemporaryDirectory(prefix="syncbn-bench-") as tmp:
         workdir = Path(tmp)

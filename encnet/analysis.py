@@ -1,6 +1,6 @@
 """Failure-case analysis for the notebooks: FCN against EncNet on the same images, and the reproduction report.
 
-Everything here reads run folders (``encnet.runs`` layout), the predictions that
+Everything here reads run folders (``encnet.engine.runs`` layout), the predictions that
 ``python -m encnet.evaluate RUN_DIR --save-predictions`` writes (``predictions/<tag>/<image id>.png``, class
 indices; ``se_probabilities.json`` for models with an SE-loss head: per image, the sigmoid of the
 class-presence logits), the dataset's own label files, and ``tables/`` / ``figures/``. Nothing here trains.
@@ -455,8 +455,8 @@ def ensure_predictions(run_dir: str | Path, tag: str = SINGLE_SCALE, device: str
     if not (Path(run_dir) / "checkpoint_last.pt").is_file():
         raise FileNotFoundError(f"{run_dir} has no predictions/{tag}/ and no checkpoint_last.pt to make them "
                                 f"from; copy the run folder with its checkpoint, or train it again")
-    from encnet.config import load_config
-    from encnet.evaluate import evaluate
+    from encnet.engine.config import load_config
+    from encnet.engine.evaluate import evaluate
 
     print(f"python -m encnet.evaluate {run_dir}{_TAG_FLAGS[tag]} --save-predictions", flush=True)
     scales, flip = None, False

@@ -12,12 +12,12 @@ first trains them, the other only reads the logs.
     python reproduce/figure_cifar_curves.py --from-logs                 # rebuild the figure only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
 """
 
 import sys
 
-from encnet.reproduce_cifar import main
+from encnet.experiments.cifar import main
 
 if __name__ == "__main__":
     sys.exit(main("curves"))

@@ -13,12 +13,12 @@ outputs from the run logs and encnet/report/reported.csv.
     python reproduce/table_cifar10.py --from-logs                       # rebuild the outputs only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
 """
 
 import sys
 
-from encnet.reproduce_cifar import main
+from encnet.experiments.cifar import main
 
 if __name__ == "__main__":
     sys.exit(main("table"))

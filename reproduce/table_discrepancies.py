@@ -13,12 +13,12 @@ exceeds the seed-to-seed spread, followed by the ledger itself. Sides whose conf
     python reproduce/table_discrepancies.py --from-logs                       # rebuild the table only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/reproduce.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
 """
 
 import sys
 
-from encnet.reproduce_discrepancies import main
+from encnet.experiments.discrepancies_table import main
 
 if __name__ == "__main__":
     sys.exit(main())

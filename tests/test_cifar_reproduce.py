@@ -1,4 +1,4 @@
-"""CIFAR-10 table and curves (encnet.reproduce_cifar behind reproduce/table_cifar10.py and figure_cifar_curves.py;
+"""CIFAR-10 table and curves (encnet.experiments.cifar behind reproduce/table_cifar10.py and figure_cifar_curves.py;
 encnet.report.cifar).
 
 The fixtures under tests/fixtures/runs_cifar/ are invented round numbers in the real classification run-folder
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from encnet.config import load_config
+from encnet.engine.config import load_config
 from encnet.models.cifar import build_cifar_model, count_parameters
 from encnet.report import cifar
 from encnet.report.reported import load_reported
@@ -30,7 +30,7 @@ GOLDEN = FIXTURES / "golden"
 REPORTED = GOLDEN / "reported_fixture.csv"  # frozen: corrections to the live reported.csv leave the goldens alone
 
 
-from encnet import reproduce_cifar as script
+from encnet.experiments import cifar as script
 FIXTURE_RUNS = {
     "demo": {"EncNet-32k128d": ["cifar10_encnet_32k128d/seed0-fmtenc", "cifar10_encnet_32k128d/seed1-fmtenc"],
              "SE-ResNet-64d": ["cifar10_se_resnet_64d/seed0-fmtse", "cifar10_se_resnet_64d/seed1-fmtse"],

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from encnet.config import Config, ConfigError, config_from_dict, load_config, to_dict, to_yaml
+from encnet.engine.config import Config, ConfigError, config_from_dict, load_config, to_dict, to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_overrides_reach_into_data_options(tmp_path):
 
 
 def test_run_id_ignores_the_eval_protocol_and_where_the_runs_root_is(tmp_path):
-    from encnet.runs import run_id
+    from encnet.engine.runs import run_id
 
     path = write(tmp_path, "model:\n  init_from: runs/demo/stage1/seed0-abc\n")
     base = run_id(load_config(path))
@@ -151,7 +151,7 @@ def test_run_id_ignores_the_eval_protocol_and_where_the_runs_root_is(tmp_path):
 
 
 def test_release_recipe_keys_are_checked_and_default_to_todays_behaviour():
-    from encnet.config import ConfigError, config_from_dict
+    from encnet.engine.config import ConfigError, config_from_dict
 
     config = config_from_dict({})
     assert (config.data.scale_side, config.data.blur_prob, config.data.pad_label, config.eval.miou) == (

@@ -1,7 +1,7 @@
 """The paper-vs-release ledger: every switch really selects what the ledger says, both ways.
 
 Each test builds the model, the data pipeline, the loss or the config from the ledger's two values through the
-same code the engine uses (``load_config`` → ``encnet.experiment``), and checks the difference against an
+same code the engine uses (``load_config`` → ``encnet.engine.build``), and checks the difference against an
 independent oracle: a hand-set attention γ, a hand-written Encoding formula, the label arrays a fixture wrote,
 reported.csv, a naive cross-entropy.
 """
@@ -19,12 +19,12 @@ import yaml
 from torch import nn
 from torchvision.transforms import v2
 
-from encnet.config import config_from_dict, load_config, to_yaml
-from encnet.discrepancies import (LEDGER_PATH, REPO_ROOT, effects, ledger_table, load_ledger, measurements,
+from encnet.engine.config import config_from_dict, load_config, to_yaml
+from encnet.experiments.discrepancies import (LEDGER_PATH, REPO_ROOT, effects, ledger_table, load_ledger, measurements,
                                   switch_override)
-from encnet.experiment import build_criterion, build_dataset_for, build_model_for
+from encnet.engine.build import build_criterion, build_dataset_for, build_model_for
 from encnet.models import SegmentationOutput, build_backbone
-from encnet.runs import run_dir_for
+from encnet.engine.runs import run_dir_for
 
 DEMO = REPO_ROOT / "configs" / "demo" / "context_scenes_encnet.yaml"  # the ledger's demo base
 DEMO_FCN = REPO_ROOT / "configs" / "demo" / "context_scenes_fcn.yaml"  # fcn_aux's demo base
@@ -366,7 +366,7 @@ def test_cifar_entries_say_the_smoothing_method_is_the_papers_and_configs_use_wd
 def test_demo_sides_the_suite_follows_are_the_plain_demo_run(ledger):
     sides = measurements(ledger, "demo")
     assert load_ledger().profiles["demo"]["base"] == DEMO.stem
-    from encnet.discrepancies import evaluation_only
+    from encnet.experiments.discrepancies import evaluation_only
 
     # An evaluation setting is not part of the run id: both its sides would be one run, so it is not measured.
     measured = [e for e in ledger if e.switch is not None and not e.not_in_demo and not evaluation_only(e)]
@@ -432,7 +432,7 @@ def test_effects_against_hand_computed_means_spread_and_verdict():
 
 def _release_preset(entry_id, ledger, extra=()):
     """The training preset of both sides of ``entry_id`` on the demo config."""
-    from encnet.experiment import MEAN, STD  # noqa: F401  (the presets normalise; the tests read the mask)
+    from encnet.engine.build import MEAN, STD  # noqa: F401  (the presets normalise; the tests read the mask)
 
     sides = configs_for(ledger.get(entry_id), DEMO, list(extra))
     presets = {}
@@ -461,7 +461,7 @@ def test_scale_side_release_sets_the_short_side_paper_the_long_side(ledger):
     assert (sides["paper"].data.scale_side, sides["release"].data.scale_side) == ("long", "short")
     image = tv_tensors.Image(torch.zeros(3, 20, 40, dtype=torch.uint8))
     mask = tv_tensors.Mask(torch.ones(20, 40, dtype=torch.int64))
-    from encnet.experiment import build_dataset_for  # noqa: F401  (same preset arguments as the engine)
+    from encnet.engine.build import build_dataset_for  # noqa: F401  (same preset arguments as the engine)
     from encnet.data.presets import SegmentationTrainPreset
 
     extents = {}
@@ -551,7 +551,7 @@ def test_voc_train_aug_release_is_sbd_trainval_and_overlaps_voc_val(ledger, tmp_
 
 
 def test_miou_classes_all_counts_an_absent_class_as_zero(ledger):
-    from encnet.experiment import build_metric
+    from encnet.engine.build import build_metric
 
     target = torch.tensor([[0, 0, 1, 1]])
     pred = torch.tensor([[0, 1, 1, 1]])  # class 2 of 3 is neither labelled nor predicted
@@ -583,7 +583,7 @@ def test_checkpoint_selection_logs_the_releases_best_by_mean_of_pixacc_and_miou(
 
 
 def test_follow_release_puts_a_config_on_v050s_side_of_every_entry_that_applies(ledger):
-    from encnet.discrepancies import entry_sides, follow_overrides
+    from encnet.experiments.discrepancies import entry_sides, follow_overrides
 
     def followed(side, name, overrides=()):
         path = PAPER / f"{name}.yaml"

@@ -8,11 +8,11 @@ import torch
 import yaml
 from PIL import Image
 
-import encnet.train as train_module
-from encnet import runs
-from encnet.config import load_config
-from encnet.evaluate import evaluate
-from encnet.train import NonFiniteLossError, RunExistsError, train
+import encnet.engine.train as train_module
+from encnet.engine import runs
+from encnet.engine.config import load_config
+from encnet.engine.evaluate import evaluate
+from encnet.engine.train import NonFiniteLossError, RunExistsError, train
 
 TIMING_KEYS = {"images_per_s", "epoch_time_s"}
 

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from encnet import runs
-from encnet.config import load_config
-from encnet.evaluate import evaluate
+from encnet.engine import runs
+from encnet.engine.config import load_config
+from encnet.engine.evaluate import evaluate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

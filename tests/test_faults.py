@@ -22,16 +22,16 @@ import torch
 import yaml
 
 import data_fixtures as fx
-import encnet.train as train_module
+import encnet.engine.train as train_module
 from conftest import TINY_SEGMENTATION, write_config
-from encnet import runs
-from encnet.config import ConfigError, load_config
+from encnet.engine import runs
+from encnet.engine.config import ConfigError, load_config
 from encnet.data.base import UnreadableFileError
 from encnet.data.check import check_dataset
-from encnet.evaluate import evaluate
-from encnet.experiment import build_dataset_for, build_model_for, load_model_weights
-from encnet.runlock import LOCK, RunLock, RunLockedError, read_lock
-from encnet.train import PREEMPTED_EXIT_CODE, Preempted, train
+from encnet.engine.evaluate import evaluate
+from encnet.engine.build import build_dataset_for, build_model_for, load_model_weights
+from encnet.engine.runlock import LOCK, RunLock, RunLockedError, read_lock
+from encnet.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -350,7 +350,7 @@ def test_a_pickle_carrying_code_is_refused_everywhere_a_checkpoint_is_loaded(tin
     (run_dir / (runs.CHECKPOINT + runs.SUM_SUFFIX)).unlink()
     with pytest.raises(runs.UnsafeCheckpointError):
         evaluate(run_dir)
-    from encnet.evaluate import main as evaluate_main
+    from encnet.engine.evaluate import main as evaluate_main
 
     assert evaluate_main([str(run_dir), "--device", "cpu"]) == 2
     assert "refusing to load it" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from encnet.inference import IMAGENET_BLACK, predict_logits, window_starts
+from encnet.engine.inference import IMAGENET_BLACK, predict_logits, window_starts
 
 NUM_CLASSES = 3
 
@@ -267,8 +267,8 @@ def test_unknown_accumulation_is_an_error_naming_the_key():
 @pytest.mark.parametrize("entry_id", ["ms_accumulate", "align_corners"])
 def test_ledger_sides_select_the_protocol_they_describe(entry_id):
     """Each side of the ledger entry, resolved on its paper config, gives the hand-computed scores."""
-    from encnet.config import load_config
-    from encnet.discrepancies import REPO_ROOT, load_ledger, measurements, switch_override
+    from encnet.engine.config import load_config
+    from encnet.experiments.discrepancies import REPO_ROOT, load_ledger, measurements, switch_override
 
     ledger = load_ledger()
     entry = ledger.get(entry_id)

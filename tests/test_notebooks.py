@@ -17,9 +17,9 @@ import torch
 from nbclient import NotebookClient
 
 from encnet import analysis
-from encnet.config import load_config
-from encnet.evaluate import evaluate
-from encnet.train import train
+from encnet.engine.config import load_config
+from encnet.engine.evaluate import evaluate
+from encnet.engine.train import train
 
 from test_analysis import write_tables
 

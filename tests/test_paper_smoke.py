@@ -31,9 +31,9 @@ import torch
 import yaml
 
 import paper_fixtures
-from encnet import runs
-from encnet.config import load_config, to_dict
-from encnet.evaluate import eval_tag
+from encnet.engine import runs
+from encnet.engine.config import load_config, to_dict
+from encnet.engine.evaluate import eval_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "configs" / "paper"
@@ -156,7 +156,7 @@ def run_config(stem: str, fixtures: Fixtures, tmp_path: Path, init_from: Path | 
     assert ("val_top1_error" if classification else "val_mIoU") in records[0], records
 
     # The checkpoint holds the network the paper config builds (same tensors, same shapes).
-    from encnet.experiment import build_model_for
+    from encnet.engine.build import build_model_for
 
     checkpoint = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)
     assert checkpoint["iteration"] == 2

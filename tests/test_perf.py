@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from encnet import runs
-from encnet.config import load_config, to_dict
+from encnet.engine import runs
+from encnet.engine.config import load_config, to_dict
 from encnet.data.base import read_rgb
 from encnet.report.benchmarks import NOT_MEASURED, build_paper_cost_markdown, load_results, paper_cost_frame
 
@@ -125,7 +125,7 @@ def test_readme_links_the_generated_cost_table():
 
 @pytest.mark.usefixtures("single_thread")
 def test_channels_last_switch_both_ways(tiny_segmentation_config, tmp_path, monkeypatch):
-    from encnet import train as train_module
+    from encnet.engine import train as train_module
 
     seen = {}
     build = train_module.build_model_for
@@ -161,7 +161,7 @@ def test_channels_last_switch_both_ways(tiny_segmentation_config, tmp_path, monk
 
 def test_channels_last_off_keeps_the_run_id_it_had_before_the_switch(tiny_segmentation_config):
     config = load_config(tiny_segmentation_config)
-    # The run id's recipe before train.channels_last existed (encnet/runs.py at main): hash of the resolved
+    # The run id's recipe before train.channels_last existed (encnet/runs.py, now encnet/engine/runs.py, at main): hash of the resolved
     # config without eval, data.root, data.workers, train.checkpoint_every.
     data = to_dict(config)
     data.pop("eval")
@@ -174,7 +174,7 @@ def test_channels_last_off_keeps_the_run_id_it_had_before_the_switch(tiny_segmen
 
 
 def test_paper_configs_train_in_float32_nchw_as_the_ledger_says():
-    from encnet.discrepancies import load_ledger
+    from encnet.experiments.discrepancies import load_ledger
 
     ledger = load_ledger()
     ids = [e.id for e in ledger]

@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encnet.config import load_config
+from encnet.engine.config import load_config
 from encnet.models import EncNet, FCN
 from encnet.models.backbones import tiny_resnet
-from encnet.models import published as pub
-from encnet.models.published import PublishedWeightsError, export_mmseg, load_published, load_state, read_checkpoint
-from encnet.protocols import mmseg_logits, mmseg_rescaled_size, mmseg_slide_windows
+from encnet.engine import published_weights as pub
+from encnet.engine.published_weights import PublishedWeightsError, export_mmseg, load_published, load_state, read_checkpoint
+from encnet.engine.protocols import mmseg_logits, mmseg_rescaled_size, mmseg_slide_windows
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "published"
@@ -484,7 +484,7 @@ def test_mmseg_accumulation_averages_probabilities_by_hand():
 
 
 def test_release_protocol_preset_sets_the_release_eval_keys():
-    from encnet.protocols import PROTOCOLS, apply_protocol
+    from encnet.engine.protocols import PROTOCOLS, apply_protocol
 
     config = load_config(REPO / "configs/paper/ade20k_encnet_r50.yaml")
     if not hasattr(config.eval, "accumulate"):
@@ -511,8 +511,8 @@ def test_evaluate_cli_with_weights_and_no_run_folder(tmp_path, capsys, monkeypat
     """``python -m encnet.evaluate --weights`` on our own checkpoint (the demo's tiny EncNet), under the suite's
     protocol and mmseg's, writes eval.json with the protocol and the load report; --export mmseg writes a file
     that loads back as mmseg."""
-    from encnet.evaluate import main
-    from encnet.experiment import build_dataset_for, build_model_for, dataset_num_classes
+    from encnet.engine.evaluate import main
+    from encnet.engine.build import build_dataset_for, build_model_for, dataset_num_classes
 
     config_path = REPO / "configs/demo/context_scenes_encnet.yaml"
     sets = ["data.options.num_val=2", "data.options.num_train=2", f"data.root={tmp_path / 'data'}"]
@@ -520,7 +520,7 @@ def test_evaluate_cli_with_weights_and_no_run_folder(tmp_path, capsys, monkeypat
     # mmseg's 2048×512 bound would blow the 64² demo images up to 512²: a demo-sized bound, same code path
     from dataclasses import replace
 
-    from encnet import protocols
+    from encnet.engine import protocols
 
     small = replace(protocols.PROTOCOLS["mmseg"], mmseg={"ratios": [0.75, 1.0], "flip": True, "mode": "whole",
                                                          "scale": [64, 64]})

@@ -17,7 +17,7 @@ import pytest
 
 from encnet.report import cifar, figures, runlogs, tables
 from encnet.report.reported import PLOT_LABEL, REPORTED_CSV, UNVERIFIED_MARK, load_reported
-from encnet.reproduce import experiments, write_outputs
+from encnet.experiments.segmentation import experiments, write_outputs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = FIXTURES / "runs"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from encnet.reproduce import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments, main, plan, write_outputs
+from encnet.experiments.segmentation import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments, main, plan, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["ablation", "se_weight", "codewords", "pcontext", "voc", "ade20k"]
@@ -189,7 +189,7 @@ def test_scripts_are_thin_entry_points():
 
 
 def test_missing_dataset_is_a_one_block_error_with_the_data_root_hint(tmp_path, capsys):
-    from encnet.reproduce import main
+    from encnet.experiments.segmentation import main
 
     rc = main("ablation", ["--profile", "paper", "--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err

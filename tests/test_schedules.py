@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from encnet.config import TrainConfig, effective_lr
-from encnet.schedules import lr_at, poly_lr
+from encnet.engine.config import TrainConfig, effective_lr
+from encnet.engine.schedules import lr_at, poly_lr
 
 
 def test_poly_lr_matches_formula_over_a_run():

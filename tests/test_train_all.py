@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from encnet import reproduce, reproduce_cifar, reproduce_discrepancies, train_all
-from encnet.reproduce import experiments, parse_args, plan
+from encnet.experiments import cifar as reproduce_cifar, discrepancies_table as reproduce_discrepancies, segmentation as reproduce, train_all
+from encnet.experiments.segmentation import experiments, parse_args, plan
 
 
 def every_scripts_runs(profile, runs_root):

@@ -39,7 +39,7 @@ def _upsample(logits: Tensor, size, align_corners: bool = False) -> Tensor:
 
 class _SegmentationModel(nn.Module):
     backbone: nn.Module
-    # The release upsampled the heads' logits with align_corners=True; encnet.models.published sets it for
+    # The release upsampled the heads' logits with align_corners=True; encnet.engine.published_weights sets it for
     # the release's checkpoints. Not a parameter: it does not change the state dict.
     align_corners: bool = False
 

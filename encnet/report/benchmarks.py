@@ -151,7 +151,7 @@ def paper_cost_frame(results: list[dict], configs_dir: str | Path) -> pd.DataFra
     float32 unless ``train.amp``, channels_last as ``train.channels_last``. BatchNorm over the global batch on
     one GPU computes what SyncBN over the paper's 8 × 2 does, so the step is the same computation.
     """
-    from encnet.config import load_config
+    from encnet.engine.config import load_config
 
     steps = _step_rows(results)
     records = []

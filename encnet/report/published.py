@@ -2,7 +2,7 @@
 
 ``CATALOGUE`` names every checkpoint the suite knows: the authors' model zoo (``modelzoo`` rows of
 ``reported.csv``) and mmsegmentation's EncNet (``peer`` rows), with the file names they are published under,
-the paper config giving the dataset, and the source (hence the protocol, ``encnet.protocols``). The numbers
+the paper config giving the dataset, and the source (hence the protocol, ``encnet.engine.protocols``). The numbers
 come from ``reported.csv`` only. A checkpoint absent from ``--weights-root`` is a "not found" row naming the
 file to put there; a found one is evaluated once (``runs/published/...``; rerunning reuses its ``eval.json``).
 """
@@ -31,7 +31,7 @@ _MMSEG_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/encnet/{folder}
 class PublishedCheckpoint:
     row: str  # reported.csv ``row``
     experiment: str  # reported.csv ``experiment``: modelzoo | peer
-    source: str  # encnet.models.published.SOURCES
+    source: str  # encnet.engine.published_weights.SOURCES
     config: str  # configs/<profile>/<config>.yaml: the dataset (the network comes from the file)
     files: tuple[str, ...]  # names it is published under; the first is the one to download
     url: str
@@ -97,7 +97,7 @@ def published_rows(profile: str, weights_root: str | Path, runs_root: str | Path
                    data_root: str | None = None, evaluate: bool = True, device: str | None = None,
                    reported: pd.DataFrame | None = None) -> list[dict]:
     """One dict per (checkpoint, metric): reported value, ours (None if not evaluated), status."""
-    from encnet.runs import read_json
+    from encnet.engine.runs import read_json
 
     reported = load_reported() if reported is None else reported
     rows = []
@@ -111,7 +111,7 @@ def published_rows(profile: str, weights_root: str | Path, runs_root: str | Path
             if (out_dir / "eval.json").is_file():
                 ours, status = read_json(out_dir / "eval.json"), "evaluated (reused)"
             elif evaluate:
-                from encnet.evaluate_published import evaluate_published
+                from encnet.engine.evaluate_published import evaluate_published
 
                 overrides = list(entry.overrides) + ([f"data.root={data_root}"] if data_root else [])
                 ours = evaluate_published(weights, REPO / "configs" / profile / f"{entry.config}.yaml",

@@ -1,7 +1,7 @@
 """Finished runs, read back from their folders into one tidy DataFrame.
 
 Only run-folder files are read (``config.yaml``, ``eval*.json``, ``metrics.jsonl``, ``DONE``; layout in
-``encnet.runs``): tables and figures never import training code, so any run folder — copied from a cluster,
+``encnet.engine.runs``): tables and figures never import training code, so any run folder — copied from a cluster,
 or a committed fixture — rebuilds the same outputs.
 """
 

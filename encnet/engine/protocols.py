@@ -3,7 +3,7 @@
 - ``release`` (the authors' ``MultiEvalModule``, v0.5.0 ``encoding/models/base.py``, used for every model-zoo
   number): long side to base_size·s for s in {0.5 … 1.75}, crop×crop windows with stride 2/3·crop padded black,
   flip, per window exp(logits + flipped logits), summed over scales, bilinear with align_corners=True. These are
-  ``eval.*`` keys of the suite's own multi-scale path (``encnet.inference``), so the preset is a set of
+  ``eval.*`` keys of the suite's own multi-scale path (``encnet.engine.inference``), so the preset is a set of
   overrides.
 - ``mmseg`` (mmsegmentation's ``MultiScaleFlipAug`` test pipeline for ADE20K 512×512 and
   ``EncoderDecoder.aug_test``): for each ratio r in {0.5 … 1.75} the image is rescaled, aspect kept, to fit
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from encnet.config import PAPER_MS_SCALES, Config, apply_overrides, config_from_dict, to_dict
-from encnet.inference import forward_logits
+from encnet.engine.config import PAPER_MS_SCALES, Config, apply_overrides, config_from_dict, to_dict
+from encnet.engine.inference import forward_logits
 
 __all__ = ["PROTOCOLS", "SOURCE_PROTOCOL", "Protocol", "apply_protocol", "mmseg_logits", "mmseg_rescaled_size",
            "mmseg_slide_windows"]

@@ -440,13 +440,13 @@ class PublishedModel:
 def load_published(path: str | Path, config=None, source: str | None = None) -> PublishedModel:
     """Build the suite's model for a published checkpoint and load it strictly (see the module docstring).
 
-    ``config`` (an ``encnet.config.Config``) supplies the dataset; the network comes from the file, and every
+    ``config`` (an ``encnet.engine.config.Config``) supplies the dataset; the network comes from the file, and every
     model key where the file differs from the config is listed in ``report.config_changes``. ``source`` None:
     detected from the key names.
     """
     import dataclasses
 
-    from encnet.config import Config, ModelConfig
+    from encnet.engine.config import Config, ModelConfig
 
     state, skipped = read_checkpoint(path)
     source = source or detect_source(state)
@@ -480,7 +480,7 @@ def load_published(path: str | Path, config=None, source: str | None = None) -> 
         if config is not None and config.data.num_classes not in (None, num_classes):
             raise PublishedWeightsError(f"{path}: {num_classes} classes in the file, data.num_classes = "
                                         f"{config.data.num_classes} in the config")
-    from encnet.experiment import build_model_for
+    from encnet.engine.build import build_model_for
 
     model = build_model_for(dataclasses.replace(config or Config(), model=model_config), num_classes)
     report = load_state(model, state, source, file=str(path))

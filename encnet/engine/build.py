@@ -100,7 +100,7 @@ def load_model_weights(model: nn.Module, source: str | Path) -> None:
         raise FileNotFoundError(
             f"model.init_from: no checkpoint at {path}; train the previous stage first or fix the path"
         )
-    from encnet.runs import load_checkpoint
+    from encnet.engine.runs import load_checkpoint
 
     state = load_checkpoint(path)  # weights_only: a downloaded checkpoint cannot run code
     state = state.get("model", state)

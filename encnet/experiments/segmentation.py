@@ -1,7 +1,7 @@
 """The shared driver behind ``reproduce/*.py``: run what is missing, then rebuild tables and figures from logs.
 
 An experiment is a list of rows; a row is (label, config file, overrides, evaluation, reported-row keys). Each
-(row, seed) resolves to a config and so to its run folder (``encnet.runs.run_dir_for``): two rows with the same
+(row, seed) resolves to a config and so to its run folder (``encnet.engine.runs.run_dir_for``): two rows with the same
 resolved config are the same run, trained once — the α = 0.2 point of the SE-loss sweep *is* the ablation's
 EncNet run, and the K = 32 point of the codewords sweep (run without SE-loss) its "w/o SE-loss" run. Finished
 runs are reused, unfinished ones resumed from their checkpoint. Outputs are then
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "configs"
 PROFILES = ("demo", "paper")
 # The knobs the paper fixes, printed by --dry-run for every run (one name per knob, as in the configs).
@@ -253,7 +253,7 @@ def _voc(profile: str, enc50: str) -> Experiment:
 
 @dataclass
 class PlannedRun:
-    config: object  # encnet.config.Config
+    config: object  # encnet.engine.config.Config
     run_dir: Path
     config_file: Path
     overrides: list[str]
@@ -280,16 +280,16 @@ def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: 
     """Resolve every (row, seed) to its run; rows with the same resolved config share one ``PlannedRun``.
 
     ``follow`` ("paper" or "release") puts every run on that side of each ledger entry that applies to it
-    (``encnet.discrepancies.follow_overrides``); a row's own overrides and ``extra`` keep their values. ``None``
+    (``encnet.experiments.discrepancies.follow_overrides``); a row's own overrides and ``extra`` keep their values. ``None``
     keeps each config as it is, i.e. on the side each entry's ``suite_follows`` names.
     Returns the unique runs in dependency order and the (row label, seed) → run mapping.
     """
-    from encnet.config import load_config
-    from encnet.runs import run_dir_for
+    from encnet.engine.config import load_config
+    from encnet.engine.runs import run_dir_for
 
     ledger = None
     if follow is not None:
-        from encnet.discrepancies import follow_overrides, load_ledger
+        from encnet.experiments.discrepancies import follow_overrides, load_ledger
 
         ledger = load_ledger()
 
@@ -341,7 +341,7 @@ def describe(run: PlannedRun) -> str:
 
 def ledger_summary(follow: str | None) -> str:
     """The dry run's ledger block: for every entry with a switch, the side the runs are put on and its value."""
-    from encnet.discrepancies import FOLLOWED_KINDS, format_value, load_ledger
+    from encnet.experiments.discrepancies import FOLLOWED_KINDS, format_value, load_ledger
 
     lines = [f"ledger sides ({'--follow ' + follow if follow else 'default: each entry as the ledger says'}; "
              "configs/discrepancies.yaml):"]
@@ -362,7 +362,7 @@ def ledger_summary(follow: str | None) -> str:
 
 def ledger_line(run: PlannedRun) -> str:
     """Which side of each ledger entry one planned run is on (its own values decide)."""
-    from encnet.discrepancies import entry_sides, load_ledger
+    from encnet.experiments.discrepancies import entry_sides, load_ledger
 
     sides = entry_sides(load_ledger(), run.config)
     return "    ledger: " + ", ".join(f"{entry} {side}" for entry, side in sides)
@@ -372,7 +372,7 @@ def ledger_line(run: PlannedRun) -> str:
 
 
 def _ms_settings(config) -> tuple[list[float], bool, str]:
-    from encnet.evaluate import eval_tag
+    from encnet.engine.evaluate import eval_tag
 
     scales, flip = list(config.eval.scales), bool(config.eval.flip)
     return scales, flip, eval_tag(scales, flip, config.data.val_split, config) or "ss"
@@ -403,7 +403,7 @@ def _ms_overrides(config) -> list[str]:
 
 def _has_ms_eval(run: PlannedRun) -> bool:
     """The run has a multi-scale evaluation made with exactly the planned protocol."""
-    from encnet.runs import read_json
+    from encnet.engine.runs import read_json
 
     scales, flip, tag = _ms_settings(run.config)
     path = run.run_dir / f"eval_{tag}.json"
@@ -424,7 +424,7 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
     nearly halves the wall time. A run that starts from another (``model.init_from``) waits for it. Each run's
     output goes to ``<run_dir>/train.log``.
     """
-    from encnet.runlock import describe_holder, live_holder
+    from encnet.engine.runlock import describe_holder, live_holder
 
     pending = [r for r in runs if not r.finished]
     sources = {r.run_dir: Path(r.config.model.init_from) if r.config.model.init_from else None for r in pending}
@@ -493,7 +493,7 @@ def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progre
                 _torchrun(gpus, "encnet.train", [str(run.config_file), *run.overrides, "--resume",
                                                  "--run-dir", str(run.run_dir)])
             else:
-                from encnet.train import train
+                from encnet.engine.train import train
 
                 train(run.config, run_dir=run.run_dir, resume=True)
         if evaluate_ms and "ms" in run.evals and not _has_ms_eval(run):
@@ -501,7 +501,7 @@ def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progre
             if gpus > 1:
                 _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms"])
             else:
-                from encnet.evaluate import evaluate
+                from encnet.engine.evaluate import evaluate
 
                 evaluate(run.run_dir, scales=scales, flip=flip, eval_overrides=_ms_overrides(run.config))
 
@@ -602,7 +602,7 @@ def report_user_error(err: BaseException, args: argparse.Namespace) -> int:
 
 def guarded(args: argparse.Namespace, body: Callable[[], int]) -> int:
     """Run a script's body; fixable errors (and a failed training run) print in one block, exit status 2."""
-    from encnet.train import user_errors
+    from encnet.engine.train import user_errors
 
     try:
         return body()

@@ -18,7 +18,7 @@ import torch
 from . import distributed, runs
 from .config import ConfigError, load_config, to_yaml
 from .evaluate import evaluate_model, write_eval
-from .models.published import export_mmseg, load_published
+from .published_weights import export_mmseg, load_published
 from .protocols import PROTOCOLS, SOURCE_PROTOCOL, apply_protocol, mmseg_logits
 
 __all__ = ["default_out_dir", "evaluate_published", "export_checkpoint"]
@@ -32,7 +32,7 @@ def evaluate_published(weights: str | Path, config_path: str | Path, source: str
                        protocol: str | None = None, out_dir: str | Path | None = None,
                        overrides: Sequence[str] = (), split: str | None = None, device: str | None = None) -> dict:
     """Load ``weights`` strictly (``encnet.models.load_published``), evaluate, write and return ``eval.json``."""
-    from .experiment import build_dataset_for, build_metric, dataset_num_classes
+    from .build import build_dataset_for, build_metric, dataset_num_classes
 
     config = load_config(config_path, list(overrides))
     published = load_published(weights, config, source)

@@ -8,7 +8,7 @@ A run lives in ``<output_root>/<profile>/<experiment>/<run-id>/`` with
 - ``checkpoint_last.pt`` model/optimizer/scaler/epoch/RNG states, with ``checkpoint_last.pt.sum.json`` (its size
   and sha256, written and checked before the file replaces the previous one);
 - ``checkpoint_prev.pt`` the checkpoint before it (and its ``.sum.json``): the fallback when the last is corrupt;
-- ``LOCK``          while a process trains the run (``encnet.runlock``);
+- ``LOCK``          while a process trains the run (``encnet.engine.runlock``);
 - ``eval.json``     the final single-scale evaluation (``eval_<tag>.json`` for other settings);
 - ``DONE``          written last: a finished run is never rerun.
 

@@ -13,7 +13,7 @@ with both sides' choice, where each is stated, and the config switch (a dotted k
 ``follow_overrides`` is ``--follow paper|release``: the overrides that put one config on one side of every entry
 that applies to it, and ``entry_sides`` reads back which side a resolved config is on (the dry runs print both).
 
-Nothing here trains: ``encnet.reproduce_discrepancies`` (``reproduce/table_discrepancies.py``) launches the
+Nothing here trains: ``encnet.experiments.discrepancies_table`` (``reproduce/table_discrepancies.py``) launches the
 planned runs and writes the table.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from encnet.config import Config, ConfigError, load_config
+from encnet.engine.config import Config, ConfigError, load_config
 
 __all__ = [
     "EFFECT_COLUMNS",
@@ -50,7 +50,7 @@ __all__ = [
     "switch_override",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LEDGER_PATH = REPO_ROOT / "configs" / "discrepancies.yaml"
 SIDES = ("paper", "release")
 KINDS = ("paper-vs-release", "release-internal", "reporting", "convention", "results")
@@ -173,7 +173,7 @@ def _entry(data: dict, where: str) -> Discrepancy:
         raise ValueError(f"{where}: suite_follows must be one of {SUITE_FOLLOWS}, found {data['suite_follows']!r}")
     switch = data.get("switch")
     if switch is not None and not _switch_is_known(switch):
-        raise ValueError(f"{where}: switch {switch!r} is not a config key (see encnet/config.py)")
+        raise ValueError(f"{where}: switch {switch!r} is not a config key (see encnet/engine/config.py)")
     if switch is None and not (data.get("no_effect") or data.get("note")):
         raise ValueError(f"{where}: an entry without a switch must say why in 'no_effect' or 'note'")
     return Discrepancy(
@@ -272,7 +272,7 @@ def measurements(ledger: Ledger, profile: str, configs_dir: str | Path | None = 
     Demo: every entry with a switch and without ``not_in_demo`` starts from its ``demo_base`` (default
     ``profiles.demo.base``) plus ``profiles.demo.overrides``. Paper: each entry starts from each of its
     ``paper_configs`` and adds its sides' ``paper_extra``. Sides whose resolved configs coincide are one run
-    folder (``encnet.runs.run_dir_for``): the side the suite's defaults follow is the plain base config, shared
+    folder (``encnet.engine.runs.run_dir_for``): the side the suite's defaults follow is the plain base config, shared
     by all entries (with that base) and other tables.
     """
     if profile not in ("demo", "paper"):

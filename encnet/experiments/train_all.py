@@ -16,13 +16,13 @@ import os
 import time
 from typing import Sequence
 
-from encnet.reproduce import PlannedRun, execute, experiments, guarded, parse_args, plan
+from encnet.experiments.segmentation import PlannedRun, execute, experiments, guarded, parse_args, plan
 
 
 def planned_runs(args) -> list[PlannedRun]:
     """Every run of every experiment (segmentation, CIFAR-10, the ledger's paper-vs-release table), once each,
     chain heads first. Ledger runs that need weights this machine lacks are left to their script, which says so."""
-    from encnet import reproduce_cifar, reproduce_discrepancies
+    from encnet.experiments import cifar as reproduce_cifar, discrepancies_table as reproduce_discrepancies
 
     every = [*experiments(args.profile).values(), reproduce_cifar.experiment(args.profile)]
     by_dir: dict = {}

@@ -7,7 +7,7 @@ paper's value and with the release's value of the switch, for the same seeds, th
 exceeds the seed-to-seed spread, followed by the ledger itself. Sides whose configs coincide are one run folder
 (the side the suite's defaults follow is the plain base config), trained once and shared with the other tables.
 
-The command line is ``encnet.reproduce``'s, shared by every reproduce script.
+The command line is ``encnet.experiments.segmentation``'s, shared by every reproduce script.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from encnet import reproduce
-from encnet.discrepancies import (Measurement, effects, evaluation_only, format_value, ledger_table, load_ledger,
+from encnet.experiments import segmentation as reproduce
+from encnet.experiments.discrepancies import (Measurement, effects, evaluation_only, format_value, ledger_table, load_ledger,
                                   measurements)
 from encnet.report.runlogs import SINGLE_SCALE, read_run
 from encnet.report.tables import output_name, output_title

@@ -137,7 +137,7 @@ class EvalConfig:
     # present: mean IoU over classes with a union (labelled or predicted); all: over every class, absent ones
     # scoring 0, as the release's metric does (ledger: miou_classes). Equal on a full validation split.
     miou: Literal["present", "all"] = "present"
-    # How window and scale predictions combine (encnet/inference.py); ledger entry ms_accumulate.
+    # How window and scale predictions combine (encnet/engine/inference.py); ledger entry ms_accumulate.
     accumulate: Literal["release_exp_sum", "logits", "softmax"] = "release_exp_sum"
     # Bilinear resizing of the image to each scale and of the scores back; ledger entry align_corners.
     align_corners: bool = True

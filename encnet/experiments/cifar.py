@@ -3,7 +3,7 @@
 against SE-ResNet-64d and the plain ResNet-64d, reported vs reproduced, and their train/test error per epoch.
 The table reports the last epoch; the best logged epoch (the release's reporting) is a note beside it.
 
-It lives beside ``encnet.reproduce`` (the segmentation experiments) rather than inside it because its rows report
+It lives beside ``encnet.experiments.segmentation`` (the segmentation experiments) rather than inside it because its rows report
 a test error from classification runs, each with two reported sources, and its dry run prints the
 classification recipe; planning, training and resuming are the shared driver's (``plan``, ``execute``).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from encnet.reproduce import REPO, Experiment, PlannedRun, Row, guarded, parse_args, run_experiment
+from encnet.experiments.segmentation import REPO, Experiment, PlannedRun, Row, guarded, parse_args, run_experiment
 
 TABLE, CURVES = "cifar10", "cifar_curves"
 TITLE = "CIFAR-10 test error and parameters: EncNet against SE-ResNet and ResNet (paper §3.5, Table 6)"
@@ -51,7 +51,7 @@ def _num_classes(config) -> int:
 
 def describe(run: PlannedRun) -> str:
     """One dry-run entry: status, folder, config + overrides, and the classification recipe it resolves to."""
-    from encnet.config import effective_lr
+    from encnet.engine.config import effective_lr
     from encnet.models.cifar import build_cifar_model, count_parameters
 
     c, t = run.config, run.config.train
