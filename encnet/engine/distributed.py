@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "cleanup",
+    "exit_process",
     "find_free_port",
     "peer_failure",
     "setup",
@@ -171,3 +173,15 @@ def find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def exit_process(rc: int) -> int:
+    """Leave the process group, then exit. Under torchrun the exit skips interpreter teardown: torch's gloo
+    backend can abort there ("terminate called without an active exception") after a run that succeeded."""
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cleanup()
+    if multi:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc

@@ -17,7 +17,7 @@ import torch
 
 from . import distributed, runs
 from .config import ConfigError, load_config, to_yaml
-from .evaluate import evaluate_model, write_eval
+from .eval_loop import evaluate_model, write_eval
 from .published_weights import export_mmseg, load_published
 from .protocols import PROTOCOLS, SOURCE_PROTOCOL, apply_protocol, mmseg_logits
 

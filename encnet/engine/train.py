@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import distributed, runs
 from .runlock import RunLock, RunLockedError, describe_holder
 from .config import Config, ConfigError, effective_lr, load_config, to_dict, to_yaml
-from .evaluate import evaluate_model, write_eval
+from .eval_loop import evaluate_model, write_eval
 from encnet.metrics import best_validation
 from .build import (build_criterion, build_dataset_for, build_metric, build_model_for, build_optimizer,
                          dataset_num_classes, load_model_weights)
@@ -615,19 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 2
     except KeyboardInterrupt:
         rc = 130
-    return exit_process(rc)
-
-
-def exit_process(rc: int) -> int:
-    """Leave the process group, then exit. Under torchrun the exit skips interpreter teardown: torch's gloo
-    backend can abort there ("terminate called without an active exception") after a run that succeeded."""
-    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    distributed.cleanup()
-    if multi:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
-    return rc
+    return distributed.exit_process(rc)
 
 
 if __name__ == "__main__":
