@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["SegmentationMetric", "SizeBinMetric", "ClassificationMetric", "ade20k_final_score", "all_reduce_sum",
-           "best_validation"]
+           "best_validation", "class_iou", "confusion_matrix", "iou_from_confusion"]
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -76,6 +76,41 @@ def _to_labels(pred_or_logits: Tensor, target: Tensor) -> Tensor:
     return pred_or_logits
 
 
+def confusion_matrix(target: Tensor, pred: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """``confusion[truth, prediction]`` pixel counts (int64, C×C) of label and prediction maps of one shape.
+
+    The suite's only confusion-matrix arithmetic: the engine's :class:`SegmentationMetric` accumulates it over a
+    split, the failure-case analysis per image (``encnet.analysis``). Truths equal to ``ignore_index`` or
+    outside 0..C-1 are not counted. A prediction outside 0..C-1 cannot come from an argmax over C logits (a
+    damaged predictions file can hold one) and is an error: counted, it would land in another class's cell.
+    """
+    target, pred = torch.as_tensor(target), torch.as_tensor(pred)
+    if pred.shape != target.shape:
+        raise ValueError(f"label and prediction differ in shape: {tuple(target.shape)} vs {tuple(pred.shape)}")
+    n = num_classes
+    labelled = (target != ignore_index) & (target >= 0) & (target < n)
+    pred = pred.to(target.device)[labelled].long()
+    if pred.numel() and (pred.min() < 0 or pred.max() >= n):
+        bad = pred[(pred < 0) | (pred >= n)][0].item()
+        raise ValueError(f"a prediction holds class {bad}, outside 0..{n - 1} for {n} classes")
+    index = target[labelled].long() * n + pred
+    return torch.bincount(index, minlength=n * n).view(n, n)
+
+
+def class_iou(tp: Tensor, gt_pixels: Tensor, pred_pixels: Tensor) -> Tensor:
+    """IoU in % = TP / (truth + predicted − TP), elementwise in float64; NaN where a class is in neither."""
+    tp, gt_pixels, pred_pixels = (torch.as_tensor(a).double() for a in (tp, gt_pixels, pred_pixels))
+    union = gt_pixels + pred_pixels - tp
+    # (tp / union) * 100, in this order: the engine's logged IoU has always been computed so (bit for bit).
+    return torch.where(union > 0, tp / union, torch.full_like(tp, math.nan)) * 100
+
+
+def iou_from_confusion(confusion: Tensor) -> Tensor:
+    """Per-class IoU (%) of a ``confusion[truth, prediction]`` matrix; NaN for a class in neither."""
+    confusion = torch.as_tensor(confusion)
+    return class_iou(confusion.diag(), confusion.sum(1), confusion.sum(0))
+
+
 class SegmentationMetric:
     """Confusion matrix ``confusion[target, prediction]`` (int64, num_classes × num_classes).
 
@@ -100,11 +135,8 @@ class SegmentationMetric:
             self.confusion = self.confusion.to(target.device)
             self._follow_inputs = False
         pred = _to_labels(pred_or_logits, target).to(self.confusion.device)
-        target = target.to(self.confusion.device)
-        n = self.num_classes
-        labelled = (target != self.ignore_index) & (target >= 0) & (target < n)
-        index = target[labelled].long() * n + pred[labelled].long()
-        self.confusion += torch.bincount(index, minlength=n * n).view(n, n)
+        self.confusion += confusion_matrix(target.to(self.confusion.device), pred, self.num_classes,
+                                           self.ignore_index)
 
     def reset(self) -> None:
         self.confusion.zero_()
@@ -115,9 +147,8 @@ class SegmentationMetric:
 
     def compute(self) -> dict:
         conf = self.confusion.double().cpu()
+        iou = iou_from_confusion(conf)
         tp = conf.diag()
-        union = conf.sum(0) + conf.sum(1) - tp
-        iou = torch.where(union > 0, tp / union, torch.full_like(tp, math.nan)) * 100
         labelled = conf.sum()
         pix_acc = (tp.sum() / labelled * 100).item() if labelled > 0 else math.nan
         miou = iou.nanmean().item() if self.miou == "present" else iou.nan_to_num(0.0).mean().item()

@@ -8,46 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from encnet import analysis
-from encnet.metrics import SegmentationMetric
 
 NAMES = ["background", "disc", "square"]
 FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "runs"
 
 
-# ------------------------------------------------------------------------------------------ metrics
-
-
-def test_confusion_matrix_counts_truth_rows_prediction_columns_and_skips_ignored_pixels():
-    label = np.array([[0, 1, 1], [255, 2, 0]])
-    pred = np.array([[0, 2, 1], [1, 2, 2]])
-    expected = np.array([[1, 0, 1],   # truth 0: one right, one called 2
-                         [0, 1, 1],   # truth 1: one right, one called 2
-                         [0, 0, 1]])  # truth 2: right; the 255 pixel counts nowhere
-    np.testing.assert_array_equal(analysis.confusion_matrix(label, pred, 3), expected)
-
-
-def test_confusion_matrix_equals_the_engine_metric_on_random_masks():
-    rng = np.random.default_rng(0)
-    label = rng.integers(0, 5, size=(3, 17, 19))
-    label[rng.uniform(size=label.shape) < 0.1] = 255
-    pred = rng.integers(0, 5, size=label.shape)
-    metric = SegmentationMetric(5)
-    metric.update(torch.from_numpy(pred), torch.from_numpy(label))
-    np.testing.assert_array_equal(analysis.confusion_matrix(label, pred, 5), metric.confusion.numpy())
-    ours = analysis.iou_from_confusion(analysis.confusion_matrix(label, pred, 5))
-    np.testing.assert_allclose(ours, metric.compute()["IoU"], rtol=0, atol=1e-12)
-
-
-def test_iou_by_hand_and_nan_for_a_class_in_neither_truth_nor_prediction():
-    confusion = np.array([[3, 1, 0], [2, 4, 0], [0, 0, 0]])
-    iou = analysis.iou_from_confusion(confusion)
-    assert iou[0] == pytest.approx(100 * 3 / (3 + 1 + 2))
-    assert iou[1] == pytest.approx(100 * 4 / (4 + 2 + 1))
-    assert math.isnan(iou[2])
+# ------------------------------------------------------------------------------------------ scores
 
 
 def test_image_miou_averages_only_the_classes_an_image_has():

@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from encnet.metrics import ClassificationMetric, SegmentationMetric, ade20k_final_score
+from encnet.metrics import (ClassificationMetric, SegmentationMetric, ade20k_final_score, class_iou, confusion_matrix,
+                            iou_from_confusion)
 
 TARGET = torch.tensor([[[0, 0, 1, 255], [1, 2, 2, 255]]])
 PRED = torch.tensor([[[0, 1, 1, 0], [1, 2, 0, 3]]])
@@ -29,6 +30,48 @@ def test_confusion_and_scores_by_hand():
     assert scores["IoU"][:3] == pytest.approx([100 / 3, 200 / 3, 50])  # TP / (TP + FP + FN)
     assert math.isnan(scores["IoU"][3])  # absent from prediction and target
     assert scores["mIoU"] == pytest.approx(50.0)
+
+
+def naive_confusion(target, pred, n, ignore=255):
+    """The oracle: one pixel at a time, in plain Python."""
+    out = [[0] * n for _ in range(n)]
+    for t, p in zip(target.reshape(-1).tolist(), pred.reshape(-1).tolist()):
+        if t != ignore and 0 <= t < n:
+            out[t][p] += 1
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def test_confusion_matrix_equals_a_pixel_by_pixel_count_on_random_maps():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 5, (3, 17, 19), generator=gen)
+    target[torch.rand(target.shape, generator=gen) < 0.1] = 255
+    target[0, 0, :3] = torch.tensor([-1, 5, 7])  # out of range truths are not counted either
+    pred = torch.randint(0, 5, target.shape, generator=gen)
+    torch.testing.assert_close(confusion_matrix(target, pred, 5), naive_confusion(target, pred, 5), rtol=0, atol=0)
+    torch.testing.assert_close(confusion_matrix(TARGET, PRED, 4), HAND_CONFUSION, rtol=0, atol=0)
+    # numpy arrays in (the analysis reads PNGs with numpy): the same counts
+    torch.testing.assert_close(confusion_matrix(target.numpy(), pred.numpy(), 5), naive_confusion(target, pred, 5))
+
+
+def test_a_prediction_outside_the_classes_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="class 9, outside 0..3"):
+        confusion_matrix(TARGET, torch.where(PRED == 2, 9, PRED), 4)  # a labelled pixel
+    with pytest.raises(ValueError, match="differ in shape"):
+        confusion_matrix(TARGET, PRED[..., :2], 4)
+    # ...but not where the truth is ignored: nothing is counted there
+    assert confusion_matrix(TARGET, torch.where(TARGET == 255, 99, PRED), 4).sum() == 6
+
+
+def test_iou_by_hand_in_float64_and_nan_for_a_class_in_neither():
+    confusion = torch.tensor([[3, 1, 0], [2, 4, 0], [0, 0, 0]])
+    iou = iou_from_confusion(confusion)
+    assert iou.dtype == torch.float64
+    assert iou[0].item() == pytest.approx(100 * 3 / (3 + 1 + 2), rel=1e-15)
+    assert iou[1].item() == pytest.approx(100 * 4 / (4 + 2 + 1), rel=1e-15)
+    assert math.isnan(iou[2])
+    # elementwise on images × classes statistics
+    per_image = class_iou(torch.tensor([[4, 0]]), torch.tensor([[4, 0]]), torch.tensor([[8, 2]]))
+    assert per_image[0, 0].item() == 50.0 and per_image[0, 1].item() == 0.0
 
 
 def test_logits_accumulation_and_reset():

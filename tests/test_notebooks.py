@@ -18,6 +18,7 @@ from nbclient import NotebookClient
 
 from encnet import analysis
 from encnet.engine.config import load_config
+from encnet.metrics import iou_from_confusion
 from encnet.engine.evaluate import evaluate
 from encnet.engine.train import train
 
@@ -113,7 +114,7 @@ def test_recomputed_metrics_from_saved_predictions_equal_the_engines_evaluation(
     assert comparison.labels == ["FCN", "EncNet"] and len(comparison.ids) == 6
     for label, run in zip(comparison.labels, demo_runs):
         engine = json.loads((run / "eval.json").read_text())
-        recomputed = analysis.iou_from_confusion(comparison.confusion[label])
+        recomputed = iou_from_confusion(comparison.confusion[label]).numpy()
         np.testing.assert_allclose(recomputed, engine["IoU"], rtol=0, atol=1e-9)
         # The per-image statistics add up to the split's matrix.
         np.testing.assert_array_equal(comparison.tp[label].sum(0), np.diag(comparison.confusion[label]))

@@ -7,8 +7,9 @@ class-presence logits), the dataset's own label files, and ``tables/`` / ``figur
 
 Split by concern: ``scores`` and ``presence`` (pure: numpy in, frames out), ``drawing`` (matplotlib),
 ``predictions`` and ``run_folders`` (files on disk), ``comparison`` (two runs read once), ``report_tables`` (the
-reproduction report's tables and figures). The computing functions are pure and work on numpy arrays; :func:`compare_runs` reads the files once into a :class:`RunComparison` whose methods are
-what the notebook cells call. Conventions follow ``docs/ARCHITECTURE.md``: ignore label 255, IoU in percent,
+reproduction report's tables and figures). The computing functions are pure and work on numpy arrays;
+:func:`compare_runs` reads the files once into a :class:`RunComparison` whose methods are what the notebook
+cells call; the confusion matrix and IoU arithmetic is :mod:`encnet.metrics`' (one implementation). Conventions follow ``docs/ARCHITECTURE.md``: ignore label 255, IoU in percent,
 ``confusion[truth, prediction]`` as in :class:`encnet.metrics.SegmentationMetric`, a class absent from both
 truth and prediction has IoU NaN and is left out of means.
 
@@ -16,9 +17,8 @@ Per-image mIoU (the mean over the classes that occur in the image's truth or pre
 device, not the paper's metric: the paper's mIoU comes from one confusion matrix over the whole split.
 """
 
-from encnet.analysis.scores import (IGNORE_INDEX, class_iou, confusion_frame, confusion_matrix, context_effect,
-                                    image_miou, iou_from_confusion, largest_confusions, per_class_iou_table,
-                                    per_image_table, worst_images)
+from encnet.analysis.scores import (IGNORE_INDEX, confusion_frame, context_effect, image_miou, largest_confusions,
+                                    per_class_iou_table, per_image_table, worst_images)
 from encnet.analysis.presence import presence_failures, presence_metrics
 from encnet.analysis.drawing import class_palette, colourize, plot_confusion, plot_overlays
 from encnet.analysis.predictions import ensure_predictions, predictions_dir
@@ -32,12 +32,10 @@ __all__ = [
     "RunComparison",
     "RunSummary",
     "TableFiles",
-    "class_iou",
     "class_palette",
     "colourize",
     "compare_runs",
     "confusion_frame",
-    "confusion_matrix",
     "context_effect",
     "direction_summary",
     "ensure_predictions",
@@ -45,7 +43,6 @@ __all__ = [
     "find_latest_pair",
     "find_tables",
     "image_miou",
-    "iou_from_confusion",
     "largest_confusions",
     "list_runs",
     "load_run",

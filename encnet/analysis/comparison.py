@@ -10,13 +10,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from encnet.analysis.drawing import plot_confusion, plot_overlays
 from encnet.analysis.predictions import SE_PROBABILITIES, SINGLE_SCALE, predictions_dir, read_prediction
 from encnet.analysis.presence import presence_failures, presence_metrics
 from encnet.analysis.run_folders import RunSummary, load_run
-from encnet.analysis.scores import (class_iou, confusion_frame, confusion_matrix, image_miou, iou_from_confusion,
-                                    largest_confusions, per_class_iou_table, per_image_table)
+from encnet.analysis.scores import (confusion_frame, image_miou, largest_confusions, per_class_iou_table,
+                                    per_image_table)
+from encnet.metrics import class_iou, confusion_matrix, iou_from_confusion
 
 
 def _open_dataset(config: dict, split: str):
@@ -62,14 +64,15 @@ class RunComparison:
         return f"{second} − {first}"
 
     def class_iou(self) -> pd.DataFrame:
-        return per_class_iou_table({k: iou_from_confusion(v) for k, v in self.confusion.items()}, self.class_names)
+        return per_class_iou_table({k: iou_from_confusion(v).numpy() for k, v in self.confusion.items()},
+                                   self.class_names)
 
     def check_against_eval(self) -> pd.DataFrame:
         """mIoU and pixAcc recomputed from the saved predictions next to the run's own eval record."""
         records = []
         for label, run in self.runs.items():
             conf = self.confusion[label]
-            records.append({"run": label, "mIoU (recomputed)": float(np.nanmean(iou_from_confusion(conf))),
+            records.append({"run": label, "mIoU (recomputed)": float(np.nanmean(iou_from_confusion(conf).numpy())),
                             "mIoU (eval)": run.evaluation.get("mIoU", np.nan),
                             "pixAcc (recomputed)": 100.0 * np.trace(conf) / conf.sum(),
                             "pixAcc (eval)": run.evaluation.get("pixAcc", np.nan)})
@@ -83,7 +86,7 @@ class RunComparison:
             record = {"run": label}
             for key in ("mIoU_small", "mIoU_large"):
                 record[key] = run.evaluation.get(key, np.nan)
-            iou = iou_from_confusion(self.confusion[label])
+            iou = iou_from_confusion(self.confusion[label]).numpy()
             for name in ("ring", "cross"):
                 if name in self.class_names:
                     record[f"IoU_{name}"] = float(iou[self.class_names.index(name)])
@@ -100,7 +103,7 @@ class RunComparison:
         return plot_confusion(self.confusion[label], self.class_names, f"{label}: {self.runs[label].run_dir}")
 
     def image_class_iou(self, label: str) -> np.ndarray:
-        return class_iou(self.tp[label], self.gt_pixels, self.pred_pixels[label])
+        return class_iou(self.tp[label], self.gt_pixels, self.pred_pixels[label]).numpy()
 
     def per_image(self) -> pd.DataFrame:
         return per_image_table(self.ids, {k: image_miou(self.tp[k], self.gt_pixels, self.pred_pixels[k])
@@ -179,7 +182,8 @@ def compare_runs(run_dirs: Sequence[str | Path], tag: str = SINGLE_SCALE) -> Run
             if pred.shape != truth.shape:
                 raise ValueError(f"prediction {image_id}.png of {run.run_dir} is {pred.shape[::-1]} (W×H) but its "
                                  f"label is {truth.shape[::-1]}; the predictions come from another dataset")
-            conf = confusion_matrix(truth, pred, num_classes)
+            conf = confusion_matrix(torch.from_numpy(np.asarray(truth, dtype=np.int64)), torch.from_numpy(pred),
+                                    num_classes).numpy()
             confusion[label] += conf
             tp[label][i] = np.diag(conf)
             pred_pixels[label][i] = conf.sum(0)

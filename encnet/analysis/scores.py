@@ -1,9 +1,10 @@
 """Per-class and per-image scores of predictions against labels, as pandas frames for the notebooks.
 
-IoU in percent; ``confusion[truth, prediction]`` as in :class:`encnet.metrics.SegmentationMetric`; a class absent
-from both truth and prediction has IoU NaN and is left out of means. Per-image mIoU (the mean over the classes
-in the image's truth or prediction) is an analysis device, not the paper's metric: the paper's mIoU comes from
-one confusion matrix over the whole split.
+IoU in percent; ``confusion[truth, prediction]`` as in :class:`encnet.metrics.SegmentationMetric`, whose
+``confusion_matrix`` and ``class_iou`` are the only implementations (numpy arrays in, tensors out: ``.numpy()``);
+a class absent from both truth and prediction has IoU NaN and is left out of means. Per-image mIoU (the mean
+over the classes in the image's truth or prediction) is an analysis device, not the paper's metric: the
+paper's mIoU comes from one confusion matrix over the whole split.
 """
 
 from __future__ import annotations
@@ -13,38 +14,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from encnet.metrics import class_iou
+
 IGNORE_INDEX = 255
-
-
-def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """``confusion[truth, prediction]`` pixel counts (int64, C×C); ignored and out-of-range truths are skipped."""
-    label = np.asarray(label).reshape(-1).astype(np.int64)
-    pred = np.asarray(pred).reshape(-1).astype(np.int64)
-    if label.shape != pred.shape:
-        raise ValueError(f"label and prediction differ in size: {label.size} vs {pred.size} pixels")
-    keep = (label != ignore_index) & (label >= 0) & (label < num_classes)
-    # A prediction outside 0..C-1 cannot come from an argmax over C logits; clip so it cannot index another cell.
-    index = label[keep] * num_classes + np.clip(pred[keep], 0, num_classes - 1)
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def class_iou(tp: np.ndarray, gt_pixels: np.ndarray, pred_pixels: np.ndarray) -> np.ndarray:
-    """IoU in % = TP / (truth + predicted − TP), elementwise; NaN where a class is in neither."""
-    tp, gt_pixels, pred_pixels = (np.asarray(a, dtype=np.float64) for a in (tp, gt_pixels, pred_pixels))
-    union = gt_pixels + pred_pixels - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, 100.0 * tp / union, np.nan)
-
-
-def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
-    confusion = np.asarray(confusion)
-    return class_iou(np.diag(confusion), confusion.sum(1), confusion.sum(0))
 
 
 def image_miou(tp: np.ndarray, gt_pixels: np.ndarray, pred_pixels: np.ndarray) -> np.ndarray:
     """Per-image mIoU (N) from N×C statistics: the mean IoU over the classes in the image's truth or prediction."""
-    iou = class_iou(tp, gt_pixels, pred_pixels)
+    iou = class_iou(tp, gt_pixels, pred_pixels).numpy()
     counted = ~np.isnan(iou)
     with np.errstate(invalid="ignore"):
         return np.where(counted.any(1), np.nansum(iou, 1) / np.maximum(counted.sum(1), 1), np.nan)
