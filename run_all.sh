@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every experiment the paper reports, then every table and figure, then a summary.
+# Every experiment the paper reports, then every table and figure, the notebooks as HTML (reports/), a summary.
 #
 #   bash run_all.sh                                            # demo profile: generated data, CPU, ~65 min on 2 cores
 #   bash run_all.sh --profile paper --data-root /data --gpus 8 # the paper's protocol on the real datasets
@@ -15,10 +15,17 @@ cd "$(dirname "$0")"
 profile=demo
 passthrough=()
 published=()  # options for table_published only: the other scripts do not know them
+out_root=.    # the scripts' --out-dir: tables/ and figures/ go there, and the reports with them
+notebook_runs=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
+        # Seen here too, so that the notebooks read what the scripts wrote; still passed to every script.
+        --out-dir) out_root="$2"; passthrough+=("$1" "$2"); shift 2 ;;
+        --out-dir=*) out_root="${1#*=}"; passthrough+=("$1"); shift ;;
+        --runs-root) notebook_runs=(--runs-root "$2"); passthrough+=("$1" "$2"); shift 2 ;;
+        --runs-root=*) notebook_runs=(--runs-root "${1#*=}"); passthrough+=("$1"); shift ;;
         --weights-root) published+=(--weights-root "$2"); shift 2 ;;
         -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
@@ -57,5 +64,15 @@ for name in "${scripts[@]}"; do
     if [ "$name" = table_published ]; then extra=("${published[@]}"); fi
     "$py" "reproduce/$name.py" --profile "$profile" "${passthrough[@]}" "${extra[@]}"
 done
+case " ${passthrough[*]:-} " in
+    *" --dry-run "*) ;;  # nothing was trained or written: no report to build
+    *)
+        echo
+        echo "==> notebooks as HTML: python -m encnet.analysis.notebooks --profile $profile   ($(( $(date +%s) - start )) s so far)"
+        "$py" -m encnet.analysis.notebooks --profile "$profile" --tables-dir "$out_root/tables" \
+            --figures-dir "$out_root/figures" --out-dir "$out_root/reports" "${notebook_runs[@]}" ;;
+esac
 echo
-"$py" -m encnet.report.summary --profile "$profile" --since "$start" --elapsed "$(( $(date +%s) - start ))"
+# Its last line is where the reproduction report is.
+"$py" -m encnet.experiments.summary --profile "$profile" --out-dir "$out_root" --since "$start" \
+    --elapsed "$(( $(date +%s) - start ))"

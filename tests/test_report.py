@@ -397,3 +397,15 @@ def test_codewords_figure_handles_gap_and_marks_extra_points(tmp_path, profile):
     ours = data[data["source"] == "reproduced"].set_index("x")
     assert ours["extra"].to_dict() == {0.0: False, 8.0: True, 16.0: False, 32.0: False}  # 8 is not in Fig. 5
     assert ours.loc[16.0, "n"] == 0  # not run: a gap, named in the panel title
+
+
+def test_a_pipe_inside_a_benchmark_cell_does_not_split_the_row():
+    import re
+
+    from encnet.report.benchmarks import markdown_table
+
+    frame = pd.DataFrame({"target": ["decoded pixels: max |diff|", "plain"], "measured": [0.0, 1.5]})
+    rows = markdown_table(frame).splitlines()
+    unescaped = [len(re.findall(r"(?<!\\)\|", row)) for row in rows]
+    assert unescaped == [3, 3, 3, 3]  # header, rule, two rows: two columns each
+    assert "max \\|diff\\|" in rows[2]

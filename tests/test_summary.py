@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from encnet.report.summary import direction_lines, matmul_gflops, profile_outputs, reported_lines, summary
+from encnet.experiments.summary import direction_lines, matmul_gflops, profile_outputs, reported_lines, summary
 
 
 def write(path: Path, text: str) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["load_results", "machine_label", "targets_frame", "rows_frame", "build_benchmarks_markdown",
-           "write_benchmarks_table", "paper_cost_frame", "build_paper_cost_markdown", "write_paper_cost_table",
-           "main"]
+           "write_benchmarks_table", "markdown_table", "paper_cost_frame", "build_paper_cost_markdown",
+           "write_paper_cost_table", "main"]
 
 ORDER = ("encoding_layer", "model_overhead", "syncbn", "data_pipeline", "train_step", "syncbn_cuda",
          "paper_training", "ms_eval")
@@ -77,6 +77,14 @@ def rows_frame(result: dict) -> pd.DataFrame:
     return pd.DataFrame.from_records([{**row, **_stamp(result)} for row in result["rows"]])
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a GitHub table; a ``|`` inside a cell (e.g. "max |diff|") is escaped, or it would split the
+    row into extra columns and the whole table would render as a paragraph."""
+    escaped = frame.apply(lambda column: column.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v))
+    escaped.columns = [str(c).replace("|", "\\|") for c in frame.columns]
+    return escaped.to_markdown(index=False, floatfmt=".3g", missingval="n/a")
+
+
 def build_benchmarks_markdown(results: list[dict], include_quick: bool = False) -> str:
     skipped = [r for r in results if r.get("quick") and not include_quick]
     results = [r for r in results if include_quick or not r.get("quick")]
@@ -92,13 +100,12 @@ def build_benchmarks_markdown(results: list[dict], include_quick: bool = False) 
     if not results:
         lines += ["No benchmark results yet: run `python bench/encoding_layer.py` (and the others).", ""]
     else:
-        lines += ["## Targets", "", targets_frame(results).to_markdown(index=False, floatfmt=".3g", missingval="n/a"), ""]
+        lines += ["## Targets", "", markdown_table(targets_frame(results)), ""]
     for result in results:
         lines += [f"## {result['benchmark']} ({result['device']})", "",
-                  rows_frame(result).to_markdown(index=False, floatfmt=".3g", missingval="n/a"), ""]
+                  markdown_table(rows_frame(result)), ""]
         for table in result.get("tables", []):
-            lines += [f"### {table['title']}", "", pd.DataFrame.from_records(table["rows"]).to_markdown(
-                index=False, floatfmt=".3g", missingval="n/a"), ""]
+            lines += [f"### {table['title']}", "", markdown_table(pd.DataFrame.from_records(table["rows"])), ""]
         lines += [f"- {note}" for note in result.get("notes", [])]
         lines.append("")
     if skipped:

@@ -264,7 +264,7 @@ def error_direction_check(comparison: pd.DataFrame, lower: str, higher: str, res
     ``error(higher) − error(lower)`` over shared seeds and its verdict.
 
     Gaps are "better − worse" in the sense of the segmentation tables' direction checks (here: the higher
-    error minus the lower), so ``encnet.report.summary`` reads both alike.
+    error minus the lower), so ``encnet.experiments.summary`` reads both alike.
     """
     reported = comparison.set_index("row").get("reported paper", pd.Series(dtype=float))
     paper_gap = (float(reported[higher]) - float(reported[lower])

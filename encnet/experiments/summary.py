@@ -1,8 +1,9 @@
 """The closing summary of ``run_all.sh``: what was written, how long it took, which of the paper's
-directions the runs reproduce, and how to open the notebooks.
+directions the runs reproduce, how to open the notebooks, and where their HTML reports are (the last line).
 
-Reads only what the reproduce scripts wrote (``tables/*_directions.csv`` and the output files' times), so it
-can be rerun at any time: ``python -m encnet.report.summary --profile demo``.
+Reads only what the reproduce scripts and ``encnet.analysis.notebooks`` wrote (``tables/*_directions.csv``,
+``reports/*.html`` and the output files' times), so it can be rerun at any time:
+``python -m encnet.experiments.summary --profile demo``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import stats
-from .tables import output_name
+from encnet.analysis.notebooks import FAILURE_CASES, REPORT, report_profile, shown
+from encnet.report import stats
+from encnet.report.tables import output_name
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("notebooks/failure_cases.ipynb", "notebooks/reproduction_report.ipynb")
@@ -74,6 +76,30 @@ def reported_lines(out_dir: Path, profile: str) -> list[str]:
     return lines
 
 
+def report_lines(out_dir: Path, profile: str, since: float = 0.0) -> list[str]:
+    """Where the notebooks' HTML reports of ``profile`` are (written since ``since``): the failure cases, then
+    the reproduction report, which ends the summary so that run_all.sh's last line says where to look."""
+    folder = out_dir / "reports"
+
+    def built(name: str) -> Path | None:
+        path = folder / f"{name}.html"
+        # Both profiles write the same file names: the title says which one a report shows.
+        if path.is_file() and path.stat().st_mtime >= since and report_profile(path) == profile:
+            return path
+        return None
+
+    lines = []
+    if (failure_cases := built(FAILURE_CASES)) is not None:
+        lines.append(f"failure cases: {shown(failure_cases)} (FCN against EncNet; open it in a browser)")
+    report = folder / f"{REPORT}.html"
+    if built(REPORT) is not None:
+        lines.append(f"report: {shown(report)} (open it in a browser)")
+    else:
+        lines.append(f"report: {shown(report)} not built{' by this run' if since else ''} for the {profile} profile; "
+                     f"`python -m encnet.analysis.notebooks --profile {profile}` builds it")
+    return lines
+
+
 def matmul_gflops(size: int = 512, repeats: int = 5) -> float:
     """This machine's float32 matrix-product speed (GFLOP/s, best of ``repeats``) with the current thread setting:
     a reader compares their elapsed time with ours through it."""
@@ -112,12 +138,13 @@ def summary(out_dir: Path, profile: str, since: float, elapsed: float | None, gf
                      "direction of each claim, not the paper's values)")
     parts.append("notebooks (failure cases, and every table in one place):")
     parts.append("  .venv/bin/pip install -e '.[notebooks]' && .venv/bin/jupyter lab " + " ".join(NOTEBOOKS))
-    parts.append("  headless: .venv/bin/jupyter execute " + " ".join(NOTEBOOKS))
+    parts.append(f"  as HTML, executed (below): .venv/bin/python -m encnet.analysis.notebooks --profile {profile}")
+    parts += report_lines(out_dir, profile, since)
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m encnet.report.summary", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m encnet.experiments.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=("demo", "paper"), default="demo")
     parser.add_argument("--out-dir", type=Path, default=REPO)
     parser.add_argument("--since", type=float, default=0.0, help="only files written after this UNIX time")
