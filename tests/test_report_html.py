@@ -19,6 +19,7 @@ from PIL import Image
 
 from encnet import analysis
 from encnet.analysis import notebooks
+from encnet.engine.runs import atomic_write_text
 from encnet.experiments.summary import main as summary_main
 from encnet.experiments.summary import report_lines
 
@@ -216,7 +217,7 @@ def test_the_browser_check_sees_an_error_output_and_tells_it_from_a_warning(brow
                                traceback=["\x1b[0;31mZeroDivisionError\x1b[0m Traceback (most recent call last)",
                                           "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"])]
     html = tmp_path / "broken.html"
-    notebooks.write_atomic(html, notebooks.to_html(nbformat.v4.new_notebook(cells=cells), "broken"))
+    atomic_write_text(html, notebooks.to_html(nbformat.v4.new_notebook(cells=cells), "broken"))
     facts = open_page(browser, html)
     assert facts["errors"] == 1 and facts["stderr"] == 2 and "Traceback" in facts["text"]
     with pytest.raises(AssertionError, match="error output"):
@@ -281,7 +282,7 @@ def test_summary_ends_with_the_reproduction_report_of_its_profile(tmp_path, caps
     cells = [nbformat.v4.new_markdown_cell("# a report")]
     for name, profile in ((notebooks.FAILURE_CASES, "demo"), (notebooks.REPORT, "demo")):
         page = notebooks.to_html(nbformat.v4.new_notebook(cells=cells), notebooks.report_title(name, profile))
-        notebooks.write_atomic(reports / f"{name}.html", page)
+        atomic_write_text(reports / f"{name}.html", page)
     assert summary_main(["--profile", "demo", "--out-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "report: reports/reproduction_report.html (open it in a browser)"

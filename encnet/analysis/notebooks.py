@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from encnet.engine.runs import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO / "notebooks"
 REPORT = "reproduction_report"
@@ -126,21 +128,6 @@ def to_html(notebook, title: str) -> str:
     return body
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so that a reader (or
-    a crash) never meets a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def render(notebook_path: Path, html_path: Path, env: Mapping[str, str] | None = None, title: str | None = None,
            timeout: int | None = None) -> Path:
     """Execute ``notebook_path`` and write it as standalone HTML to ``html_path``.
@@ -156,7 +143,8 @@ def render(notebook_path: Path, html_path: Path, env: Mapping[str, str] | None =
     except NotebookFailed:
         html_path.unlink(missing_ok=True)
         raise
-    write_atomic(html_path, to_html(notebook, title or notebook_path.stem))
+    # Through a temporary file and a rename: a reader (or a crash) never meets half a page.
+    atomic_write_text(html_path, to_html(notebook, title or notebook_path.stem))
     return html_path
 
 
