@@ -17,7 +17,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing encnet and its dependencies into $venv (first time: a few minutes)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$repo[test]" 2>&1 \
         | grep -v "^WARNING: Location" || true
-    "$venv/bin/python" -c "import encnet, torch, torchvision" \
-        || { echo "[setup] installation failed: see the pip output above" >&2; exit 1; }
+    if ! "$venv/bin/python" -c "import encnet, torch, torchvision"; then
+        echo "[setup] installation failed: see the pip output above" >&2
+        # The commonest cause is a full disk: the CUDA build of torch pip picks on x86_64 takes about 6 GB.
+        echo "[setup] free space where the venv lives: $(df -h --output=avail "$venv" | tail -1 | tr -d ' ')" \
+            "(torch's CUDA build needs about 6 GB; pip also unpacks into ${TMPDIR:-/tmp})" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
