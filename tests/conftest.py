@@ -6,6 +6,15 @@ import pytest
 import torch
 import yaml
 
+from encnet.engine.config import load_config
+from encnet.engine.evaluate import evaluate
+from encnet.engine.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+# Overrides that shrink a demo config to seconds on CPU.
+TINY_DEMO = ["data.options={seed: 0, num_train: 16, num_val: 6, image_size: 32}", "data.base_size=32",
+             "data.crop_size=32", "train.epochs=1", "train.batch_size=8"]
+
 TINY_SEGMENTATION = {
     "task": "segmentation",
     "seed": 0,
@@ -70,6 +79,23 @@ def tiny_segmentation_config(tmp_path, data_cache) -> Path:
 @pytest.fixture()
 def tiny_classification_config(tmp_path, data_cache) -> Path:
     return write_config(tmp_path / "configs", TINY_CLASSIFICATION, data_cache, "tiny_cls")
+
+
+def train_demo_pair(runs_root: Path, data_cache: Path) -> tuple[Path, Path]:
+    """Two tiny demo runs with the real engine, one epoch each on a small context_scenes variant: FCN, evaluated with
+    saved predictions, and EncNet, left without them (the failure-case notebook must then make its own)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        made = []
+        for name, extra in (("pcontext_fcn_r50", []), ("pcontext_encnet_r50", ["model.num_codes=8"])):
+            config = load_config(REPO / "configs" / "demo" / f"{name}.yaml",
+                                 [f"data.root={data_cache}", *TINY_DEMO, *extra])
+            made.append(train(config, output_root=runs_root, device="cpu"))
+        evaluate(made[0], save_predictions=True, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return made[0], made[1]
 
 
 def pytest_configure(config):

@@ -248,4 +248,5 @@ def test_size_bins_show_each_runs_small_and_large_iou_and_the_controls_iou():
     table = comparison.size_bins()
     assert table.loc["EncNet", "mIoU_small"] == 12.5 and table.loc["EncNet", "mIoU_large"] == 60.0
     assert np.isnan(table.loc["FCN", "mIoU_small"])  # data without size bins
-    assert table.loc["EncNet", "IoU_ring"] == pytest.approx(75.0) and table.loc["EncNet", "IoU_cross"] == pytest.approx(50.0)
+    assert table.loc["EncNet", "IoU_ring"] == pytest.approx(75.0)
+    assert table.loc["EncNet", "IoU_cross"] == pytest.approx(50.0)

@@ -162,7 +162,8 @@ def test_error_direction_pairs_seeds_and_prints_lower_minus_higher():
     assert check["verdict"] == "reproduced"
     assert cifar.error_direction_check(comparison, "B", "A", results)["verdict"] == "contradicted"
     note = cifar.error_direction_note(comparison, "A", "B", results)
-    assert note.startswith("Direction A < B (test error): paper -1.00, reproduced -2.02 [") and note.endswith("reproduced.")
+    assert note.startswith("Direction A < B (test error): paper -1.00, reproduced -2.02 [")
+    assert note.endswith("reproduced.")
 
 
 

@@ -57,7 +57,8 @@ def without_timings(records):
 
 
 def same_metrics(a: Path, b: Path) -> None:
-    assert without_timings(runs.read_jsonl(a / "metrics.jsonl")) == without_timings(runs.read_jsonl(b / "metrics.jsonl"))
+    read = runs.read_jsonl
+    assert without_timings(read(a / "metrics.jsonl")) == without_timings(read(b / "metrics.jsonl"))
 
 
 @pytest.fixture()

@@ -13,38 +13,21 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-import torch
 from nbclient import NotebookClient
 
 from encnet import analysis
-from encnet.engine.config import load_config
 from encnet.metrics import iou_from_confusion
-from encnet.engine.evaluate import evaluate
-from encnet.engine.train import train
 
+from conftest import train_demo_pair
 from test_analysis import write_tables
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-TINY = ["data.options={seed: 0, num_train: 16, num_val: 6, image_size: 32}", "data.base_size=32",
-        "data.crop_size=32", "train.epochs=1", "train.batch_size=8"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory, data_cache) -> tuple[Path, Path]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runs_root = tmp_path_factory.mktemp("analysis_runs")
-        made = []
-        for name, extra in (("pcontext_fcn_r50", []), ("pcontext_encnet_r50", ["model.num_codes=8"])):
-            config = load_config(REPO / "configs" / "demo" / f"{name}.yaml",
-                                 [f"data.root={data_cache}", *TINY, *extra])
-            made.append(train(config, output_root=runs_root, device="cpu"))
-        evaluate(made[0], save_predictions=True, device="cpu")
-    finally:
-        torch.set_num_threads(threads)
-    return made[0], made[1]
+    return train_demo_pair(tmp_path_factory.mktemp("analysis_runs"), data_cache)
 
 
 def execute(name: str, env: dict, monkeypatch) -> nbformat.NotebookNode:

@@ -161,8 +161,8 @@ def test_channels_last_switch_both_ways(tiny_segmentation_config, tmp_path, monk
 
 def test_channels_last_off_keeps_the_run_id_it_had_before_the_switch(tiny_segmentation_config):
     config = load_config(tiny_segmentation_config)
-    # The run id's recipe before train.channels_last existed (encnet/runs.py, now encnet/engine/runs.py, at main): hash of the resolved
-    # config without eval, data.root, data.workers, train.checkpoint_every.
+    # The run id's recipe before train.channels_last existed (encnet/runs.py, now encnet/engine/runs.py, at main): hash
+    # of the resolved config without eval, data.root, data.workers, train.checkpoint_every.
     data = to_dict(config)
     data.pop("eval")
     del data["data"]["root"], data["data"]["workers"], data["train"]["checkpoint_every"]

@@ -17,7 +17,8 @@ from encnet.engine.config import load_config
 from encnet.models import EncNet, FCN
 from encnet.models.backbones import tiny_resnet
 from encnet.engine import published_weights as pub
-from encnet.engine.published_weights import PublishedWeightsError, export_mmseg, load_published, load_state, read_checkpoint
+from encnet.engine.published_weights import (PublishedWeightsError, export_mmseg, load_published, load_state,
+                                            read_checkpoint)
 from encnet.engine.protocols import mmseg_logits, mmseg_rescaled_size, mmseg_slide_windows
 
 REPO = Path(__file__).resolve().parents[1]

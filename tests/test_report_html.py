@@ -1,7 +1,7 @@
 """The notebooks as standalone HTML (``encnet.analysis.notebooks``), read back in headless Chromium.
 
 The reproduction report is built from tables and a figure that ``encnet.report`` writes from the committed run-log
-fixtures, the failure-case report from two tiny demo runs trained here (``demo_runs`` of test_notebooks.py). The
+fixtures, the failure-case report from two tiny demo runs trained here (``conftest.train_demo_pair``). The
 browser is Debian's ``chromium`` driven through its ``chromedriver`` by selenium; where they are not installed the
 browser tests skip and say how to install them. Expectations come from the inputs (the tables and figures that
 ``encnet.analysis`` finds, the PNG files' sizes, the committed notebook's headings), not from the HTML.
@@ -24,11 +24,12 @@ from encnet.experiments.summary import main as summary_main
 from encnet.experiments.summary import report_lines
 
 from test_analysis import write_tables
-from test_notebooks import demo_runs  # noqa: F401  (session fixture: a tiny FCN and EncNet demo run)
+from conftest import train_demo_pair
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's paths; another distribution's browser and its matching driver are named by these two variables.
+CHROMIUM = Path(os.environ.get("ENCNET_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("ENCNET_CHROMEDRIVER", "/usr/bin/chromedriver"))
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   # Without these Chromium keeps retrying refused connections (updates, sync) and hangs offline.
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -59,7 +60,8 @@ def browser(tmp_path_factory):
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
         pytest.skip(f"the browser test needs Debian's chromium and chromium-driver ({', '.join(missing)} not found): "
-                    f"`sudo apt-get install chromium chromium-driver`")
+                    f"`sudo apt-get install chromium chromium-driver`, or name them in ENCNET_CHROMIUM "
+                    f"and ENCNET_CHROMEDRIVER")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -144,7 +146,12 @@ def reproduction_report(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def failure_cases_report(tmp_path_factory, demo_runs) -> Path:  # noqa: F811
+def demo_runs(tmp_path_factory, data_cache) -> tuple[Path, Path]:
+    return train_demo_pair(tmp_path_factory.mktemp("demo_runs"), data_cache)
+
+
+@pytest.fixture(scope="module")
+def failure_cases_report(tmp_path_factory, demo_runs) -> Path:
     fcn, _ = demo_runs
     out = tmp_path_factory.mktemp("failure_cases")
     return notebooks.render(notebooks.NOTEBOOKS_DIR / f"{notebooks.FAILURE_CASES}.ipynb",
@@ -191,7 +198,7 @@ def test_reproduction_report_shows_every_table_and_figure_in_the_browser(browser
 
 
 def test_failure_case_report_shows_both_runs_and_every_plot_in_the_browser(browser, failure_cases_report, demo_runs,
-                                                                           tmp_path):  # noqa: F811
+                                                                           tmp_path):
     fcn, encnet = demo_runs
     facts = open_page(browser, failure_cases_report)
     assert_clean_standalone_page(facts)
@@ -261,7 +268,7 @@ def test_bad_input_is_refused_before_any_notebook_runs(tmp_path, capsys):
     assert "no tables folder at" in capsys.readouterr().err and not (tmp_path / "reports").exists()
 
 
-def test_the_failure_cases_are_planned_by_profile_and_skipped_without_a_pair(tmp_path, demo_runs):  # noqa: F811
+def test_the_failure_cases_are_planned_by_profile_and_skipped_without_a_pair(tmp_path, demo_runs):
     fcn, _ = demo_runs
     for folder in ("tables", "figures"):
         (tmp_path / folder).mkdir()

@@ -4,18 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from encnet.experiments import cifar as reproduce_cifar, discrepancies_table as reproduce_discrepancies, segmentation as reproduce, train_all
+from encnet.experiments import cifar, discrepancies_table, segmentation, train_all
 from encnet.experiments.segmentation import experiments, parse_args, plan
 
 
 def every_scripts_runs(profile, runs_root):
     dirs = set()
-    for experiment in [*experiments(profile).values(), reproduce_cifar.experiment(profile)]:
+    for experiment in [*experiments(profile).values(), cifar.experiment(profile)]:
         runs, _ = plan(experiment, profile, experiment.seeds, runs_root)
         dirs |= {r.run_dir for r in runs}
     # The ledger table's runs, less those that need weights a test machine lacks (their script reports them).
     args = parse_args("discrepancies", ["--profile", profile, "--runs-root", str(runs_root)])
-    *_, runs, _, blocked = reproduce_discrepancies.planned(args)
+    *_, runs, _, blocked = discrepancies_table.planned(args)
     return dirs | {r.run_dir for r in runs if r.run_dir not in blocked}
 
 
@@ -48,6 +48,6 @@ def test_pool_trains_the_unfinished_runs_only_and_leaves_evaluations_to_the_scri
 
 
 def test_run_all_trains_the_demo_pool_before_the_scripts():
-    text = (Path(reproduce.REPO) / "run_all.sh").read_text()
+    text = (Path(segmentation.REPO) / "run_all.sh").read_text()
     assert 'scripts=(train_all "${scripts[@]}")' in text
-    assert len((Path(reproduce.REPO) / "reproduce" / "train_all.py").read_text().splitlines()) <= 30
+    assert len((Path(segmentation.REPO) / "reproduce" / "train_all.py").read_text().splitlines()) <= 30

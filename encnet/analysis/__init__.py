@@ -9,9 +9,10 @@ Split by concern: ``scores`` and ``presence`` (pure: numpy in, frames out), ``dr
 ``predictions`` and ``run_folders`` (files on disk), ``comparison`` (two runs read once), ``report_tables`` (the
 reproduction report's tables and figures). The computing functions are pure and work on numpy arrays;
 :func:`compare_runs` reads the files once into a :class:`RunComparison` whose methods are what the notebook
-cells call; the confusion matrix and IoU arithmetic is :mod:`encnet.metrics`' (one implementation). Conventions follow ``docs/ARCHITECTURE.md``: ignore label 255, IoU in percent,
-``confusion[truth, prediction]`` as in :class:`encnet.metrics.SegmentationMetric`, a class absent from both
-truth and prediction has IoU NaN and is left out of means.
+cells call; the confusion matrix and IoU arithmetic is :mod:`encnet.metrics`' (one implementation). Conventions follow
+``docs/ARCHITECTURE.md``: ignore label 255, IoU in percent, ``confusion[truth, prediction]`` as in
+:class:`encnet.metrics.SegmentationMetric`, a class absent from both truth and prediction has IoU NaN and is left out of
+means.
 
 Per-image mIoU (the mean over the classes that occur in the image's truth or prediction) is an analysis
 device, not the paper's metric: the paper's mIoU comes from one confusion matrix over the whole split.

@@ -45,10 +45,10 @@ Two options put the mechanisms of two further claims at play (designed before an
                   (22–28 %: 14–18 px) with probability 1/2, so small scene-dependent objects are as frequent as
                   large ones but hold few pixels; a pixel loss sees them little, the SE-loss (one presence bit per
                   class, whatever its size) as much as large ones. The controls (ring, cross) are always large with
-                  strokes a third of their side, so that learning them tests training, not resolution. ``regions/<id>.png`` marks each object with a
-                  2-pixel margin by its size bin (1 small, 2 large, 0 elsewhere), so evaluation reports the mean
-                  IoU of the scene-dependent classes over the pixels near small objects and near large ones
-                  (``mIoU_small``, ``mIoU_large``; ``encnet.evaluate``).
+                  strokes a third of their side, so that learning them tests training, not resolution.
+                  ``regions/<id>.png`` marks each object with a 2-pixel margin by its size bin (1 small, 2 large, 0
+                  elsewhere), so evaluation reports the mean IoU of the scene-dependent classes over the pixels near
+                  small objects and near large ones (``mIoU_small``, ``mIoU_large``; ``encnet.evaluate``).
 
 On disk (a layout like the real datasets; written atomically into the cache folder)::
 

@@ -15,8 +15,9 @@ Layout (``python -m encnet.data.prepare pascal_voc`` writes it from the official
 ``train_aug`` (10,582 images) = (SBD train ∪ SBD val ∪ VOC train) − VOC val. Without a ``train_aug.txt`` the
 list is computed that way. ``sbd_trainval`` (11,355 images) = SBD train ∪ SBD val, the list the released code
 trains its ``pascal_aug`` stage on (``VOCaug/dataset/trainval.txt``, v0.5.0 and today). It includes VOC 2012 val
-images, so a model trained on it must not be scored on VOC val (ledger entry ``voc_train_aug``). Where an image has both an SBD and a VOC label, the SBD one is used (as the
-``SegmentationClassAug`` folder that DeepLab and the authors' code used); images only in VOC train use VOC's.
+images, so a model trained on it must not be scored on VOC val (ledger entry ``voc_train_aug``). Where an image has both
+an SBD and a VOC label, the SBD one is used (as the ``SegmentationClassAug`` folder that DeepLab and the authors' code
+used); images only in VOC train use VOC's.
 """
 
 from __future__ import annotations

@@ -225,7 +225,8 @@ def _lock_run(run_dir: Path, ctx, if_locked: str) -> RunLock | None:
         if flag.item() == 0:
             return lock
         if if_locked == "skip":
-            raise RunLockedError(f"{run_dir} is being trained by {describe_holder(holder) if holder else 'another process'}; "
+            by = describe_holder(holder) if holder else "another process"
+            raise RunLockedError(f"{run_dir} is being trained by {by}; "
                                  f"skipping it (its result is reused once it finishes)")
         if not announced and holder is not None:
             log(ctx, f"{run_dir} is being trained by {describe_holder(holder)}; waiting for it to finish, then "
@@ -347,7 +348,9 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
         resume_rng = states[ctx.rank % len(states)]
         _set_global_rng_state(resume_rng)
         generator.set_state(resume_rng["loader"])
-        where = f"epoch {start_epoch}" + (f", iteration {start_batch} of epoch {start_epoch + 1}" if start_batch else "")
+        where = f"epoch {start_epoch}"
+        if start_batch:
+            where += f", iteration {start_batch} of epoch {start_epoch + 1}"
         log(ctx, f"resuming {run_dir} after {where}")
 
     metrics_path = run_dir / "metrics.jsonl"

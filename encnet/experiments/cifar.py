@@ -3,8 +3,8 @@
 against SE-ResNet-64d and the plain ResNet-64d, reported vs reproduced, and their train/test error per epoch.
 The table reports the last epoch; the best logged epoch (the release's reporting) is a note beside it.
 
-It lives beside ``encnet.experiments.segmentation`` (the segmentation experiments) rather than inside it because its rows report
-a test error from classification runs, each with two reported sources, and its dry run prints the
+It lives beside ``encnet.experiments.segmentation`` (the segmentation experiments) rather than inside it because its
+rows report a test error from classification runs, each with two reported sources, and its dry run prints the
 classification recipe; planning, training and resuming are the shared driver's (``plan``, ``execute``).
 """
 
@@ -78,9 +78,10 @@ def _demo_data(config) -> str:
 def _caption(profile: str, config, names: dict[str, str]) -> str:
     t = config.train
     common = ("Top-1 error (%) on the test split after the last epoch (the whole image, no test-time "
-              "augmentation); mean ± sample std over seeds. The paper's whole Table 6 is shown, our rows inserted. The release reports the best test error over all "
-              "epochs instead (the model zoo's 3.35 % is that): the notes give the best logged epoch beside the "
-              "last (ledger entry cifar_reported_error). Parameters: learnable scalars of each row's network. "
+              "augmentation); mean ± sample std over seeds. The paper's whole Table 6 is shown, our rows "
+              "inserted. The release reports the best test error over all epochs instead (the model zoo's "
+              "3.35 % is that): the notes give the best logged epoch beside the last (ledger entry "
+              "cifar_reported_error). Parameters: learnable scalars of each row's network. "
               f"{'Pre-activation' if config.model.cifar_block == 'preact' else 'Post-activation (the release’s)'} "
               "blocks; SE-ResNet: an SE unit with reduction 16 per block; EncNet: a Context "
               "Encoding Module per block (1×1 conv to C/4, Encoding with concatenated encoders, L2 "

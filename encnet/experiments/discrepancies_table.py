@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from encnet.experiments import segmentation as reproduce
-from encnet.experiments.discrepancies import (Measurement, effects, evaluation_only, format_value, ledger_table, load_ledger,
-                                  measurements)
+from encnet.experiments import segmentation
+from encnet.experiments.discrepancies import (Measurement, effects, evaluation_only, format_value, ledger_table,
+                                              load_ledger, measurements)
 from encnet.report.runlogs import SINGLE_SCALE, read_run
 from encnet.report.tables import output_name, output_title
 
@@ -30,12 +30,12 @@ SEP = " | "  # row label of one side in the driver: "<row> | <side>"
 TITLE = "Paper vs released code: the effect of each difference"
 
 
-def experiment(sides: list[Measurement], seeds: tuple[int, ...]) -> reproduce.Experiment:
-    rows = tuple(reproduce.Row(f"{m.row}{SEP}{m.side}", m.base.name, m.overrides) for m in sides)
-    return reproduce.Experiment("discrepancies", TITLE, "", rows, seeds=seeds)
+def experiment(sides: list[Measurement], seeds: tuple[int, ...]) -> segmentation.Experiment:
+    rows = tuple(segmentation.Row(f"{m.row}{SEP}{m.side}", m.base.name, m.overrides) for m in sides)
+    return segmentation.Experiment("discrepancies", TITLE, "", rows, seeds=seeds)
 
 
-def missing_weights(run: reproduce.PlannedRun) -> str | None:
+def missing_weights(run: segmentation.PlannedRun) -> str | None:
     """The local weights file a run needs and does not find (the authors' ResNet-50s), if any."""
     pretrained = run.config.model.pretrained
     if pretrained in ("none", "imagenet", "") or Path(pretrained).expanduser().is_file():
@@ -143,8 +143,8 @@ def write(profile: str, table: pd.DataFrame, shown: pd.DataFrame, ledger, text: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = reproduce.parse_args("discrepancies", argv)
-    return reproduce.guarded(args, lambda: _main(args))
+    args = segmentation.parse_args("discrepancies", argv)
+    return segmentation.guarded(args, lambda: _main(args))
 
 
 def planned(args) -> tuple:
@@ -153,7 +153,7 @@ def planned(args) -> tuple:
     sides = measurements(ledger, args.profile)
     seeds = tuple(args.seeds or ledger.profiles.get(args.profile, {}).get("seeds", (0, 1, 2)))
     exp = experiment(sides, seeds)
-    runs, by_row = reproduce.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
+    runs, by_row = segmentation.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
                                   follow=args.follow)
     blocked = {run.run_dir: missing_weights(run) for run in runs if missing_weights(run) and not run.finished}
     return ledger, sides, seeds, runs, by_row, blocked
@@ -167,10 +167,10 @@ def _main(args) -> int:
     if args.dry_run:
         print(f"{TITLE} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} distinct run(s), "
               f"{sum(not r.finished for r in runs)} to run")
-        print(reproduce.ledger_summary(args.follow))
+        print(segmentation.ledger_summary(args.follow))
         for run in runs:
-            print(reproduce.describe(run))
-            print(reproduce.ledger_line(run))
+            print(segmentation.describe(run))
+            print(segmentation.ledger_line(run))
         for entry in ledger:
             if args.profile == "paper" and entry.paper_note and any(m.entry == entry.id for m in sides):
                 print(f"note on {entry.id}: {entry.paper_note}")
@@ -179,7 +179,7 @@ def _main(args) -> int:
         for line in skipped:
             print(f"skipped: {line}")
         todo = [run for run in runs if run.run_dir not in blocked]
-        reproduce.execute(todo, args.gpus, args.runs_root,
+        segmentation.execute(todo, args.gpus, args.runs_root,
                           progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), jobs=args.jobs)
     table = effects(results(sides, by_row, seeds))
     base = ledger.profiles.get("demo", {}).get("base", "")

@@ -17,9 +17,9 @@ plays R101, so the "R101" rows are runs of their own; the ablation's data has sm
 ``sizes: small_large``) and the codewords sweep runs on scenes told apart only by the distribution of the backdrop's
 colours (claim 2, ``cue: mixture``); every demo direction is decided on ``DEMO_SEEDS`` paired seeds with a 95 %
 interval (``encnet.report.stats``), and needs the control classes learned; the demo data always labels its
-background, so the 60-class table reuses the ablation's run; VOC's "COCO" stage is other generated images (data seed 1) and its "trainval" stage
-fine-tunes on the demo train split (there is no train+val split), so its numbers stay "test server" as in the
-paper. Each table's caption says which of these apply.
+background, so the 60-class table reuses the ablation's run; VOC's "COCO" stage is other generated images (data seed 1)
+and its "trainval" stage fine-tunes on the demo train split (there is no train+val split), so its numbers stay "test
+server" as in the paper. Each table's caption says which of these apply.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ KEY_SETTINGS = (("data", "dataset"), ("data", "num_classes"), ("model", "name"),
                 ("data", "crop_size"), ("data", "base_size"), ("train", "batch_size"), ("model", "num_codes"),
                 ("train", "se_weight"), ("model", "se_loss"), ("train", "aux_weight"), ("model", "aux"),
                 ("model", "aux_head"), ("train", "base_lr"), ("train", "epochs"), ("data", "train_split"),
-                ("data", "scale_side"), ("data", "blur_prob"), ("data", "rotate_degrees"), ("data", "pad_label"), ("eval", "miou"),
-                ("model", "init_from"))
+                ("data", "scale_side"), ("data", "blur_prob"), ("data", "rotate_degrees"), ("data", "pad_label"),
+                ("eval", "miou"), ("model", "init_from"))
 
 
 @dataclass(frozen=True)
@@ -280,8 +280,8 @@ def plan(experiment: Experiment, profile: str, seeds: Sequence[int], runs_root: 
     """Resolve every (row, seed) to its run; rows with the same resolved config share one ``PlannedRun``.
 
     ``follow`` ("paper" or "release") puts every run on that side of each ledger entry that applies to it
-    (``encnet.experiments.discrepancies.follow_overrides``); a row's own overrides and ``extra`` keep their values. ``None``
-    keeps each config as it is, i.e. on the side each entry's ``suite_follows`` names.
+    (``encnet.experiments.discrepancies.follow_overrides``); a row's own overrides and ``extra`` keep their values.
+    ``None`` keeps each config as it is, i.e. on the side each entry's ``suite_follows`` names.
     Returns the unique runs in dependency order and the (row label, seed) → run mapping.
     """
     from encnet.engine.config import load_config

@@ -22,9 +22,9 @@ from encnet.experiments.segmentation import PlannedRun, execute, experiments, gu
 def planned_runs(args) -> list[PlannedRun]:
     """Every run of every experiment (segmentation, CIFAR-10, the ledger's paper-vs-release table), once each,
     chain heads first. Ledger runs that need weights this machine lacks are left to their script, which says so."""
-    from encnet.experiments import cifar as reproduce_cifar, discrepancies_table as reproduce_discrepancies
+    from encnet.experiments import cifar, discrepancies_table
 
-    every = [*experiments(args.profile).values(), reproduce_cifar.experiment(args.profile)]
+    every = [*experiments(args.profile).values(), cifar.experiment(args.profile)]
     by_dir: dict = {}
     for experiment in every:
         seeds = tuple(args.seeds) if args.seeds else experiment.seeds
@@ -32,7 +32,7 @@ def planned_runs(args) -> list[PlannedRun]:
                        follow=getattr(args, "follow", None))
         for run in runs:
             by_dir.setdefault(run.run_dir, run)
-    *_, ledger_runs, _, blocked = reproduce_discrepancies.planned(args)
+    *_, ledger_runs, _, blocked = discrepancies_table.planned(args)
     for run in ledger_runs:
         if run.run_dir not in blocked:
             by_dir.setdefault(run.run_dir, run)

@@ -146,7 +146,8 @@ def build_model(
         given = {"se_loss": se_loss, "lateral": lateral, "num_codes": num_codes, "attention": attention,
                  "aux_head": aux_head}
         # se_loss=False states the truth for FCN (no SE head), so it is accepted as well as the default.
-        changed = {k: v for k, v in given.items() if v != _ENCNET_ONLY_DEFAULTS[k] and not (k == "se_loss" and v is False)}
+        changed = {k: v for k, v in given.items()
+                   if v != _ENCNET_ONLY_DEFAULTS[k] and not (k == "se_loss" and v is False)}
         if changed:
             raise ValueError(
                 f"model fcn has no Context Encoding head, so {changed} mean nothing for it; remove "

@@ -29,8 +29,8 @@ import pandas as pd
 from . import runlogs, stats
 from .reported import UNVERIFIED_FOOTNOTE, format_reported, lookup
 from .figures import save_figure
-from .tables import (DIRECTION_COLUMNS, NOT_RUN, check_profile, direction_note, direction_record, ours_label, output_name, output_title,
-                     paper_rows, seed_values, write_table_files)
+from .tables import (DIRECTION_COLUMNS, NOT_RUN, check_profile, direction_note, direction_record, ours_label,
+                     output_name, output_title, paper_rows, seed_values, write_table_files)
 
 __all__ = [
     "BEST_ERROR",

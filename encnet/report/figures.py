@@ -152,9 +152,11 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
         spread += "; the paper's curve on the right axis"
     verdicts = ""
     if checks is not None and len(checks):
-        verdicts = "\n" + "; ".join(
-            f"{c['claim']}: {stats.format_interval(stats.Interval(c['reproduced_gap'], c['ci_low'], c['ci_high'], int(c['n_pairs'])))} → {c['verdict']}"
-            for _, c in checks.iterrows())
+        parts = []
+        for _, c in checks.iterrows():
+            interval = stats.Interval(c["reproduced_gap"], c["ci_low"], c["ci_high"], int(c["n_pairs"]))
+            parts.append(f"{c['claim']}: {stats.format_interval(interval)} → {c['verdict']}")
+        verdicts = "\n" + "; ".join(parts)
     fig.suptitle(f"{output_title(title, profile)}\n({spread}){verdicts}", fontsize=9 if verdicts else 10)
     data = points.assign(source=OURS)
     if paper is not None:
