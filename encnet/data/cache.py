@@ -13,6 +13,22 @@ from pathlib import Path
 from typing import Callable
 
 
+def usual_permissions(target: int | str | Path, directory: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode ``open`` or ``mkdir`` would have given it.
+
+    Without this, everything written atomically (run logs, checkpoints, reports, generated data) is readable by its
+    owner only, which breaks shared run folders and caches on a cluster. The umask is read by setting it and setting
+    it back, the only portable way; the moment in between is harmless, as it only widens what ``tempfile`` narrows.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    mode = (0o777 if directory else 0o666) & ~umask
+    if isinstance(target, int):
+        os.fchmod(target, mode)
+    else:
+        os.chmod(target, mode)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("ENCNET_CACHE") or Path.home() / ".cache" / "encnet")
 
@@ -28,6 +44,7 @@ def build_dir_atomically(final: Path, build: Callable[[Path], None]) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
+        usual_permissions(tmp, directory=True)
         build(tmp)
         try:
             os.replace(tmp, final)
@@ -45,6 +62,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        usual_permissions(fd)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from encnet.data.cache import usual_permissions
+
 from .config import Config, to_dict
 
 __all__ = [
@@ -125,6 +127,7 @@ def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        usual_permissions(fd)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -190,6 +193,7 @@ def save_checkpoint(obj: Any, run_dir: str | Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        usual_permissions(fd)
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
