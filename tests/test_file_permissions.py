@@ -10,7 +10,8 @@ import stat
 
 import pytest
 
-from encnet.data.cache import build_dir_atomically, write_text_atomically
+from encnet.atomic_files import write_text_atomically
+from encnet.data.cache import build_dir_atomically
 from encnet.engine.runs import atomic_save, atomic_write_text, save_checkpoint
 
 

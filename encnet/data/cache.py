@@ -12,21 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from encnet.atomic_files import usual_permissions, write_text_atomically
 
-def usual_permissions(target: int | str | Path, directory: bool = False) -> None:
-    """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode ``open`` or ``mkdir`` would have given it.
-
-    Without this, everything written atomically (run logs, checkpoints, reports, generated data) is readable by its
-    owner only, which breaks shared run folders and caches on a cluster. The umask is read by setting it and setting
-    it back, the only portable way; the moment in between is harmless, as it only widens what ``tempfile`` narrows.
-    """
-    umask = os.umask(0o022)
-    os.umask(umask)
-    mode = (0o777 if directory else 0o666) & ~umask
-    if isinstance(target, int):
-        os.fchmod(target, mode)
-    else:
-        os.chmod(target, mode)
+__all__ = ["build_dir_atomically", "default_cache_dir", "write_text_atomically"]
 
 
 def default_cache_dir() -> Path:
@@ -55,17 +43,3 @@ def build_dir_atomically(final: Path, build: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        usual_permissions(fd)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

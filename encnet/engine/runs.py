@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from encnet.data.cache import usual_permissions
+from encnet.atomic_files import usual_permissions, write_atomically, write_text_atomically
 
 from .config import Config, to_dict
 
@@ -123,30 +123,15 @@ def find_runs(output_root: str | Path, profile: str, experiment: str) -> list[Pa
 # ------------------------------------------------------------------------------------------ atomic writes
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        usual_permissions(fd)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic(Path(path), lambda fh: fh.write(text.encode()))
+    write_text_atomically(path, text)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temporary file and ``os.replace``."""
     import torch
 
-    _atomic(Path(path), lambda fh: torch.save(obj, fh))
+    write_atomically(path, lambda fh: torch.save(obj, fh))
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

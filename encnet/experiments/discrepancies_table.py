@@ -154,7 +154,7 @@ def planned(args) -> tuple:
     seeds = tuple(args.seeds or ledger.profiles.get(args.profile, {}).get("seeds", (0, 1, 2)))
     exp = experiment(sides, seeds)
     runs, by_row = segmentation.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
-                                  follow=args.follow)
+                                     follow=args.follow)
     blocked = {run.run_dir: missing_weights(run) for run in runs if missing_weights(run) and not run.finished}
     return ledger, sides, seeds, runs, by_row, blocked
 
@@ -180,7 +180,7 @@ def _main(args) -> int:
             print(f"skipped: {line}")
         todo = [run for run in runs if run.run_dir not in blocked]
         segmentation.execute(todo, args.gpus, args.runs_root,
-                          progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), jobs=args.jobs)
+                             progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), jobs=args.jobs)
     table = effects(results(sides, by_row, seeds))
     base = ledger.profiles.get("demo", {}).get("base", "")
     text = caption(args.profile, ledger, seeds, f"configs/demo/{base}.yaml")
