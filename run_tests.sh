@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite: `bash run_tests.sh [pytest args]`. Creates/reuses .venv first.
-# Without a -m selection it runs every test but the `slow` paper smoke test (minutes per config on 2 CPU cores);
+# Without a -m selection it runs every test but the `slow` paper smoke test (about 6 min on 2 CPU cores);
 # `bash run_tests.sh -m slow` runs that one, and CI (.ci/run) runs both.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -5,53 +5,68 @@
 multi-scale windows do real work: PASCAL/VOC/COCO/ADE images of ~500×375 (the datasets' typical size).
 
 Every writer lays out ``TRAIN_IMAGES`` training images (one batch of 2 over 2 processes, twice = 2 iterations)
-and one validation image, and returns the root to give as ``data.root``. The validation image is 500×256: the
-multi-scale protocol resizes its long side to 260…910 px, so it is one padded window at scales 0.5/0.75 and one
-row of windows from 1.0 on (2, 2, 2, then 3 at 1.75): 22 forward passes with flips, where a 500×375 image costs 36
-and 500×280 costs 28 (its short side passes the 480 crop at 1.75). The windows' 2-D grid is tested on small models
-in tests/test_inference.py; here the cost is ResNet-101 forwards at 480² on the CPU.
+and one validation image, and returns the root to give as ``data.root``. Two sizes (``FULL`` and ``SMALL``):
+
+- ``FULL``, for the smoke test's full-size runs (the paper's 480 crop): the validation image is 500×256, so the
+  multi-scale protocol resizes its long side to 260…910 px, one padded window at scales 0.5/0.75 and one row of
+  windows from 1.0 on (2, 2, 2, then 3 at 1.75): 22 forward passes with flips, where a 500×375 image costs 36
+  and 500×280 costs 28 (its short side passes the 480 crop at 1.75). The windows' 2-D grid is tested on small
+  models in tests/test_inference.py; here the cost is ResNet-101 forwards at 480² on the CPU.
+- ``SMALL``, for the runs that prove a config's own part (its settings, layout, network, hand-over and protocol
+  settings) at a 64 crop: the same layouts and aspect ratios at a quarter of the side, so a ResNet-101 forward
+  costs about 1/16 of a full one.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from data_fixtures import cifar10, write_jpeg, write_list, write_png
 
 TRAIN_IMAGES = 4
-TRAIN_SIZES = [(375, 500), (500, 375), (333, 500), (375, 500)]  # (height, width), as in VOC/Context/COCO
-VAL_SIZE = (256, 500)
 
 
-def blocky_labels(height: int, width: int, values, seed: int, block: int = 40) -> np.ndarray:
+class Sizes(NamedTuple):
+    train: list[tuple[int, int]]  # (height, width) of each training image
+    val: tuple[int, int]
+    block: int  # side of the labels' constant regions
+
+
+FULL = Sizes(train=[(375, 500), (500, 375), (333, 500), (375, 500)], val=(256, 500), block=40)  # as VOC/Context/COCO
+SMALL = Sizes(train=[(94, 125), (125, 94), (83, 125), (94, 125)], val=(64, 125), block=10)
+
+
+def blocky_labels(height: int, width: int, values, seed: int, block: int = FULL.block) -> np.ndarray:
     """Piecewise-constant labels (regions of ``block`` px), like a real segmentation, drawn from ``values``."""
     rng = np.random.default_rng(seed)
     grid = rng.choice(np.asarray(values), size=(-(-height // block), -(-width // block)))
     return np.kron(grid, np.ones((block, block), dtype=grid.dtype))[:height, :width].astype(np.uint8)
 
 
-def _split_sizes():
-    return [("train", i, size) for i, size in enumerate(TRAIN_SIZES)] + [("val", 0, VAL_SIZE)]
+def _split_sizes(sizes: Sizes):
+    return [("train", i, size) for i, size in enumerate(sizes.train)] + [("val", 0, sizes.val)]
 
 
-def pascal_context(root: Path) -> Path:
+def pascal_context(root: Path, sizes: Sizes = FULL) -> Path:
     """The png layout (mmsegmentation's conversion, what ``encnet.data.prepare pascal_context`` writes)."""
     devkit = root / "VOCdevkit" / "VOC2010"
     ids = {"train": [], "val": []}
-    for n, (split, i, (h, w)) in enumerate(_split_sizes()):
+    for n, (split, i, (h, w)) in enumerate(_split_sizes(sizes)):
         image_id = f"20{8 + (split == 'val'):02d}_{i + 1:06d}"
         ids[split].append(image_id)
         write_jpeg(devkit / "JPEGImages" / f"{image_id}.jpg", h, w, seed=1000 + n)
-        write_png(devkit / "SegmentationClassContext" / f"{image_id}.png", blocky_labels(h, w, range(60), 1100 + n))
+        labels = blocky_labels(h, w, range(60), 1100 + n, sizes.block)
+        write_png(devkit / "SegmentationClassContext" / f"{image_id}.png", labels)
     for split, names in ids.items():
         write_list(devkit / "ImageSets" / "SegmentationContext" / f"{split}.txt", names)
     return root
 
 
-def voc(root: Path) -> Path:
+def voc(root: Path, sizes: Sizes = FULL) -> Path:
     """VOC 2012 + SBD (``benchmark_RELEASE``): train_aug = (SBD train ∪ SBD val ∪ VOC train) − VOC val has
     ``TRAIN_IMAGES`` images, and so has VOC trainval (the third VOC stage's training split)."""
     import scipy.io
@@ -60,13 +75,13 @@ def voc(root: Path) -> Path:
     voc_train, voc_val = ["2007_000032", "2007_000039", "2007_000063"], ["2007_000033"]
     sbd_train, sbd_val = ["2007_000032", "2008_000008"], ["2007_000033", "2007_000039"]
     all_ids = sorted(set(voc_train + voc_val + sbd_train + sbd_val))
-    sizes = dict(zip(all_ids, [TRAIN_SIZES[0], VAL_SIZE, *TRAIN_SIZES[1:]]))
-    assert sizes["2007_000033"] == VAL_SIZE
+    size_of = dict(zip(all_ids, [sizes.train[0], sizes.val, *sizes.train[1:]]))
+    assert size_of["2007_000033"] == sizes.val
     classes = list(range(21))
     for n, image_id in enumerate(all_ids):
-        h, w = sizes[image_id]
+        h, w = size_of[image_id]
         write_jpeg(devkit / "JPEGImages" / f"{image_id}.jpg", h, w, seed=1200 + n)
-        label = blocky_labels(h, w, classes, 1300 + n)
+        label = blocky_labels(h, w, classes, 1300 + n, sizes.block)
         label[:, :3] = 255  # VOC's void border
         if image_id in voc_train + voc_val:
             write_png(devkit / "SegmentationClass" / f"{image_id}.png", label, palette=True)
@@ -84,14 +99,14 @@ def voc(root: Path) -> Path:
     return root
 
 
-def coco(root: Path) -> Path:
+def coco(root: Path, sizes: Sizes = FULL) -> Path:
     """COCO 2017 (train2017/, val2017/, annotations/instances_*.json) with person, dog and a non-VOC class;
     every image has more than the 1,000 labelled VOC pixels the dataset's filter asks for."""
     root = root / "coco"
     categories = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 10, "name": "traffic light"}]
     per_split: dict[str, dict] = {s: {"images": [], "annotations": [], "categories": categories}
                                   for s in ("train", "val")}
-    for n, (split, i, (h, w)) in enumerate(_split_sizes()):
+    for n, (split, i, (h, w)) in enumerate(_split_sizes(sizes)):
         image_id = 100 * (split == "val") + i + 1
         name = f"{image_id:012d}.jpg"
         write_jpeg(root / f"{split}2017" / name, h, w, seed=1400 + n)
@@ -109,18 +124,20 @@ def coco(root: Path) -> Path:
     return root
 
 
-def ade20k(root: Path) -> Path:
+def ade20k(root: Path, sizes: Sizes = FULL) -> Path:
     folder = root / "ADEChallengeData2016"
-    for n, (split, i, (h, w)) in enumerate(_split_sizes()):
+    for n, (split, i, (h, w)) in enumerate(_split_sizes(sizes)):
         phase = {"train": "training", "val": "validation"}[split]
         stem = f"ADE_{split}_{i + 1:08d}"
         write_jpeg(folder / "images" / phase / f"{stem}.jpg", h, w, seed=1500 + n)
-        write_png(folder / "annotations" / phase / f"{stem}.png", blocky_labels(h, w, range(151), 1600 + n))
+        labels = blocky_labels(h, w, range(151), 1600 + n, sizes.block)
+        write_png(folder / "annotations" / phase / f"{stem}.png", labels)
     return root
 
 
-def cifar(root: Path) -> Path:
-    """CIFAR-10's python pickles: 5 × 2 training images (a batch of 4 over 2 processes, twice), 2 test images."""
+def cifar(root: Path, sizes: Sizes = FULL) -> Path:
+    """CIFAR-10's python pickles: 5 × 2 training images (a batch of 4 over 2 processes, twice), 2 test images, at
+    CIFAR's own 32×32 whatever ``sizes`` says."""
     cifar10(root, per_batch=2)
     return root
 
