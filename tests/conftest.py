@@ -103,6 +103,8 @@ def pytest_configure(config):
     # given -m; CI runs both sets. Plain `pytest` runs every marker, `-m faults` only the fault tests.
     config.addinivalue_line("markers", "slow: minutes on 2 CPU cores (the paper smoke test); -m 'not slow' skips")
     config.addinivalue_line("markers", "faults: slow fault-injection tests with real processes (tests/test_faults.py)")
+    config.addinivalue_line("markers", "peers: against the peers' released code in .peers/ (tests/test_peers.py); "
+                                       "install it with `bash scripts/install_peers.sh`, run with -m peers")
 
 
 def pytest_sessionfinish(session, exitstatus):

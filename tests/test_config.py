@@ -96,7 +96,7 @@ def test_fcn_config_resolves_to_no_se_loss_and_rejects_encnet_head_keys(tmp_path
 
 
 def test_fcn_baselines_train_without_the_aux_head():
-    """Ledger fcn_aux: the paper's plain dilated FCN and the zoo FCN's command, in both profiles."""
+    """Ledger fcn_aux: the paper's plain dilated FCN (the zoo's PASCAL-Context FCN too), in both profiles."""
     paths = sorted((REPO / "configs").glob("*/*fcn*.yaml"))
     assert {p.parent.name for p in paths} == {"demo", "paper"} and len(paths) >= 4
     for path in paths:

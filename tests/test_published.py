@@ -392,6 +392,20 @@ def test_export_mmseg_round_trips_and_matches_mmseg_equations():
         export_mmseg(_suite("fcn"))
 
 
+def test_export_mmseg_refuses_what_mmseg_cannot_compute_and_keeps_align_corners():
+    backbone = tiny_resnet(planes=PLANES, blocks=BLOCKS, stem_widths=V1C_STEM)
+    paper = EncNet(backbone, NUM_CLASSES, aux=True, se_loss=True, lateral=True, num_codes=K, attention="paper")
+    with pytest.raises(PublishedWeightsError, match="attention = 'paper'") as err:
+        export_mmseg(paper)
+    assert "\n" not in str(err.value)
+    # a zoo model (align_corners=True, as the release upsampled) exports with its own setting; ours with False
+    released = _suite()
+    load_state(released, release_state(), "pytorch-encoding")
+    heads = export_mmseg(released)["meta"]["encnet_repro"]
+    assert heads["decode_head"]["align_corners"] is True and heads["auxiliary_head"]["align_corners"] is True
+    assert export_mmseg(_suite(stem=V1C_STEM))["meta"]["encnet_repro"]["decode_head"]["align_corners"] is False
+
+
 def test_real_resnet50_layouts_load_into_the_paper_configs(tmp_path):
     full = dict(planes=(64, 128, 256, 512), blocks=(3, 4, 6, 3), k=32, shapes_only=True)
     path = tmp_path / "encnet_resnet50s_pcontext-4de91d59.pth"
@@ -436,6 +450,49 @@ def test_custom_classes_are_skipped_without_running_them(tmp_path):
     assert _EXECUTED == []
     assert len(skipped) == 1 and skipped[0].endswith("._side_effect")
     assert set(state) == set(sd) and all(torch.equal(state[k], sd[k]) for k in sd)
+
+
+
+def test_a_real_state_dict_with_numpy_metadata_loads(tmp_path):
+    """What mmengine's Runner writes: an OrderedDict state dict carrying ``_metadata`` (restored as an attribute)
+    beside numpy scalars in ``meta``, which weights_only refuses; the tensors-only reader used to crash on it."""
+    np = pytest.importorskip("numpy")
+    conv = torch.nn.Conv2d(1, 1, 1)
+    path = tmp_path / "iter_80000.pth"
+    torch.save({"meta": {"seed": np.int64(0)}, "state_dict": conv.state_dict()}, path)
+    state, skipped = read_checkpoint(path)
+    assert set(state) == {"weight", "bias"} and torch.equal(state["weight"], conv.weight.detach())
+    assert any("scalar" in name for name in skipped)
+
+
+def _truncated(tmp_path):
+    full = tmp_path / "full.pth"
+    torch.save({"w": torch.zeros(100)}, full)
+    return full.read_bytes()[:300]
+
+
+def _two_pth_archive(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("a.pth", b"x"), z.writestr("b.pth", b"y")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", ["empty", "text", "truncated", "two_pth", "not_tensors", "list"])
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, content):
+    make = {"empty": lambda: b"", "text": lambda: b"<html>404 Not Found</html>\n",
+            "truncated": lambda: _truncated(tmp_path), "two_pth": lambda: _two_pth_archive(tmp_path)}
+    path = tmp_path / f"{content}.pth"
+    if content == "not_tensors":
+        torch.save({"state_dict": {"w": torch.zeros(1), "step": 3}}, path)
+    elif content == "list":
+        torch.save([torch.zeros(1)], path)
+    else:
+        path.write_bytes(make[content]())
+    with pytest.raises(PublishedWeightsError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and path.name in message, message
 
 
 def test_zoo_zip_archive(tmp_path):
@@ -549,3 +606,20 @@ def test_evaluate_cli_with_weights_and_no_run_folder(tmp_path, capsys, monkeypat
     copy = build_model_for(config, num_classes)
     load_state(copy, state, "mmseg")
     assert all(torch.equal(copy.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_export_cli_refuses_a_paper_attention_run_in_one_line(tmp_path, capsys):
+    from encnet.engine.build import build_model_for
+    from encnet.engine.config import to_yaml
+    from encnet.engine.evaluate import main
+
+    config = load_config(REPO / "configs/demo/context_scenes_encnet.yaml", ["model.attention=paper"])
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(to_yaml(config))
+    weights = tmp_path / "checkpoint.pt"
+    torch.save({"model": build_model_for(config, 5).state_dict(), "epoch": 1}, weights)
+    out = tmp_path / "exported.pth"
+    rc = main(["--weights", str(weights), "--config", str(config_path), "--export", "mmseg", "--export-to", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists()
+    assert err.count("\n") == 0 and "attention = 'paper'" in err

@@ -98,8 +98,10 @@ def full_image_logits(model: Callable, image: Tensor, flip: bool = False) -> Ten
 def _combine_views(views: Tensor, accumulate: str) -> Tensor:
     """A window's V views → the maps averaged over windows: one map, or one per view for ``softmax``."""
     if accumulate == "release_exp_sum":
-        # exp overflows float32 once l + l_flipped > 88, which an untrained (or very confident) net reaches:
-        # the release's sums are kept in float64 (finite up to 709), so they stay comparable.
+        # A deliberate difference from the release, which sums in the image's dtype (float32) and so returns inf
+        # once a logit sum passes 88.7 (an untrained or very confident net reaches it; an inf ties every class
+        # it reaches). Here the sums are float64 (finite up to 709): equal to the release's wherever the
+        # release's are finite, and still comparable where they are not.
         return views.double().sum(0, keepdim=True).exp()
     views = views.to(torch.promote_types(views.dtype, torch.float32))  # never accumulate in half precision
     if accumulate == "logits":

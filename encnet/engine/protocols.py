@@ -5,10 +5,13 @@
   flip, per window exp(logits + flipped logits), summed over scales, bilinear with align_corners=True. These are
   ``eval.*`` keys of the suite's own multi-scale path (``encnet.engine.inference``), so the preset is a set of
   overrides.
-- ``mmseg`` (mmsegmentation's ``MultiScaleFlipAug`` test pipeline for ADE20K 512×512 and
-  ``EncoderDecoder.aug_test``): for each ratio r in {0.5 … 1.75} the image is rescaled, aspect kept, to fit
-  within (2048·r)×(512·r) (mmcv's ``imrescale``: factor min(2048r/long side, 512r/short side), sizes rounded
-  half up); the model sees the whole image (``test_cfg.mode='whole'``; ``slide`` is also here); logits are
+- ``mmseg`` (mmsegmentation 0.x's ``MultiScaleFlipAug`` test pipeline for ADE20K 512×512 and
+  ``EncoderDecoder.aug_test``, the code that produced and evaluated the published EncNet checkpoints, 2020): for
+  each ratio r in {0.5 … 1.75} the image is rescaled, aspect kept, to fit within (2048·r)×(512·r) (mmcv's
+  ``imrescale``: factor min(2048r/long side, 512r/short side), sizes rounded half up). mmsegmentation 1.x's
+  ``tta_pipeline`` differs here: it resizes the original image by the factor r itself (``Resize(scale_factor=r,
+  keep_ratio=True)``), with no 2048×512 bound, so its multi-scale numbers need not equal 0.x's. The model
+  sees the whole image (``test_cfg.mode='whole'``; ``slide`` is also here); logits are
   resized back to the original size (align_corners=False), soft-maxed, and the probabilities averaged over the
   ratios and the horizontal flip. mmsegmentation resizes the uint8 image with OpenCV before normalising; here
   the normalised tensor is resized bilinearly (half-pixel centres, as OpenCV's INTER_LINEAR), which differs

@@ -34,6 +34,7 @@ and replaces every other class by an inert placeholder without importing it; the
 
 from __future__ import annotations
 
+import collections
 import io
 import pickle
 import zipfile
@@ -184,7 +185,9 @@ class _TensorsOnlyUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-        ("collections", "OrderedDict"): dict,
+        # Kept an OrderedDict, not a dict: a real ``module.state_dict()`` carries ``_metadata`` as an attribute,
+        # which pickle restores into the instance's __dict__ (a plain dict has none: mmengine's Runner files crashed).
+        ("collections", "OrderedDict"): collections.OrderedDict,
     }
 
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, skipped: set[str]):
@@ -233,6 +236,11 @@ def _file_bytes(path: Path) -> tuple[bytes, str]:
     return blob, path.name
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
     """The file's tensors by name, and the classes skipped (not unpickled) to read them.
 
@@ -241,16 +249,28 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    blob, name = _file_bytes(path)
+    try:
+        blob, name = _file_bytes(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise PublishedWeightsError(f"{path}: cannot read it ({_first_line(err)})") from None
     skipped: set[str] = set()
     try:
         obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not zipfile.is_zipfile(io.BytesIO(blob)):
             raise PublishedWeightsError(
-                f"{name}: torch.load(weights_only=True) refused it ({str(err).splitlines()[0]}) and it is not in "
+                f"{path}: torch.load(weights_only=True) refused it ({_first_line(err)}) and it is not in "
                 f"the zip format whose tensors can be read without unpickling other objects") from None
-        obj = _tensors_only_load(blob, skipped)
+        try:
+            obj = _tensors_only_load(blob, skipped)
+        except PublishedWeightsError as inner:
+            raise PublishedWeightsError(f"{path}: {inner}") from None
+        except Exception as inner:  # a damaged or foreign pickle: whatever it raises, the user gets one line
+            raise PublishedWeightsError(f"{path}: not a readable torch.save file "
+                                        f"({type(inner).__name__}: {_first_line(inner)})") from None
+    except Exception as err:  # truncated file, not a torch file at all, ...
+        raise PublishedWeightsError(f"{path}: not a readable torch.save file "
+                                    f"({type(err).__name__}: {_first_line(err)})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -503,6 +523,12 @@ def export_mmseg(model: nn.Module) -> dict:
         raise PublishedWeightsError("only EncNet exports to mmseg (its FCN head has two convs and concat_input)")
     if "head.enc_module.encoding.1.codewords" not in state:
         raise PublishedWeightsError("mmseg's EncModule has an Encoding Layer; a K = 0 (pooling) model has none")
+    attention = model.head.enc_module.attention
+    if attention != SOURCE_SETTINGS["mmseg"]["attention"]:
+        # mmseg's EncHead computes ReLU(x + x⊗γ) whatever a checkpoint says: its forward of this export would
+        # not be this model's (max |logit| difference 64.8 measured on one such model).
+        raise PublishedWeightsError(f"model.attention = {attention!r}: mmseg's EncHead computes only ReLU(x + x⊗γ) "
+                                    f"(attention 'release'), so it cannot run this model")
     unknown_aux = [k for k in state if k.startswith("aux_head.") and not k.startswith(("aux_head.0.", "aux_head.2."))]
     if unknown_aux:
         raise PublishedWeightsError(f"mmseg's auxiliary head is an FCN head; this model's is not ({unknown_aux[0]})")
@@ -519,6 +545,8 @@ def export_mmseg(model: nn.Module) -> dict:
     if unmapped:
         raise PublishedWeightsError(f"no mmseg name for: {_listing(unmapped)}")
     network = network_from_state(state)
+    # The model's own setting: a release-zoo model re-exported keeps align_corners=True.
+    align_corners = bool(model.align_corners)
     stem_channels = int(state["backbone.bn1.weight"].shape[0])
     depth = {6: 50, 23: 101}.get(len({k.split(".")[2] for k in state if k.startswith("backbone.layer3.")}))
     settings = {
@@ -528,9 +556,10 @@ def export_mmseg(model: nn.Module) -> dict:
         "decode_head": {"type": "EncHead", "channels": int(state["head.conv5.0.weight"].shape[0]),
                         "num_codes": network["num_codes"], "use_se_loss": network["se_loss"],
                         "add_lateral": network["lateral"], "num_classes": network["num_classes"],
-                        "align_corners": False},
+                        "align_corners": align_corners},
         "auxiliary_head": ({"type": "FCNHead", "channels": int(state["aux_head.0.0.weight"].shape[0]),
-                            "num_convs": 1, "concat_input": False} if network["aux"] else None),
-        "note": "exported by encnet-repro; heads' logits were trained with align_corners=False upsampling",
+                            "num_convs": 1, "concat_input": False, "align_corners": align_corners}
+                           if network["aux"] else None),
+        "note": f"exported by encnet-repro; the heads' logits are upsampled with align_corners={align_corners}",
     }
     return {"state_dict": out, "meta": {"encnet_repro": settings}}
