@@ -10,7 +10,7 @@ from PIL import Image
 
 import encnet.engine.train as train_module
 from encnet.engine import runs
-from encnet.engine.config import load_config
+from encnet.engine.config import ConfigError, load_config
 from encnet.engine.evaluate import evaluate
 from encnet.engine.train import NonFiniteLossError, RunExistsError, train
 
@@ -48,26 +48,31 @@ def test_run_folder_holds_resolved_config_env_metrics_checkpoint_and_eval(tiny_s
     assert not list(run_dir.glob("*.tmp"))  # atomic writes leave no temporary files behind
 
 
+def _interrupt_at_iteration_3(monkeypatch, config, run_dir):
+    """Train ``config`` into ``run_dir`` and Ctrl-C it at iteration 3; the real schedule is put back after."""
+    real_lr_at = train_module.lr_at
+
+    def interrupt(schedule, base, it, total, power):
+        if it == 3:
+            raise KeyboardInterrupt
+        return real_lr_at(schedule, base, it, total, power)
+
+    monkeypatch.setattr(train_module, "lr_at", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=run_dir)
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+
+
 def test_stop_and_resume_equals_uninterrupted_run(tiny_segmentation_config, tmp_path, monkeypatch, capsys):
     config = load_config(tiny_segmentation_config)
     whole = train(config, run_dir=tmp_path / "whole")
 
     # Ctrl-C in the middle of epoch 2 (after one optimizer step of it): the epoch-1 checkpoint stays.
-    real_lr_at = train_module.lr_at
-
-    def interrupt_at_iteration_3(schedule, base, it, total, power):
-        if it == 3:
-            raise KeyboardInterrupt
-        return real_lr_at(schedule, base, it, total, power)
-
-    monkeypatch.setattr(train_module, "lr_at", interrupt_at_iteration_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, run_dir=tmp_path / "stopped")
+    _interrupt_at_iteration_3(monkeypatch, config, tmp_path / "stopped")
     err = capsys.readouterr().err
     assert "resume with: python -m encnet.train" in err and "--resume" in err
     assert torch.load(tmp_path / "stopped" / runs.CHECKPOINT, weights_only=False)["epoch"] == 1
     assert not runs.is_finished(tmp_path / "stopped")
-    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
 
     with pytest.raises(RunExistsError, match="--resume"):
         train(config, run_dir=tmp_path / "stopped")
@@ -84,6 +89,25 @@ def test_stop_and_resume_equals_uninterrupted_run(tiny_segmentation_config, tmp_
         runs.read_jsonl(resumed / "metrics.jsonl"))
     assert json.loads((whole / "eval.json").read_text()) == json.loads((resumed / "eval.json").read_text())
     assert json.loads((resumed / "env.json").read_text())["resumes"][0]["epoch"] == 1
+
+
+def test_the_loader_worker_count_is_part_of_the_run_and_a_resume_with_another_is_refused(
+        tiny_segmentation_config, tmp_path, monkeypatch):
+    # Why it must be: the augmentations come from each worker's generator, or from the main process's with 0.
+    config = load_config(tiny_segmentation_config, ["train.epochs=1"])
+    two = load_config(tiny_segmentation_config, ["train.epochs=1", "data.workers=2"])
+    losses = {}
+    for name, c in (("0", config), ("2", two)):
+        run_dir = train(c, run_dir=tmp_path / f"workers{name}")
+        losses[name] = runs.read_jsonl(run_dir / "metrics.jsonl")[-1]["loss"]
+    assert losses["0"] != losses["2"]
+    assert runs.run_id(config) != runs.run_id(two)
+    assert runs.run_id(two) != runs.run_id(load_config(tiny_segmentation_config, ["train.epochs=1", "data.workers=1"]))
+
+    _interrupt_at_iteration_3(monkeypatch, load_config(tiny_segmentation_config), tmp_path / "stopped")
+    other = load_config(tiny_segmentation_config, ["data.workers=2"])
+    with pytest.raises(ConfigError, match=r"data\.workers: 0 in the run, 2 now"):
+        train(other, run_dir=tmp_path / "stopped", resume=True)
 
 
 def test_same_config_and_seed_give_the_same_numbers_and_a_finished_run_is_not_rerun(

@@ -159,7 +159,7 @@ def test_channels_last_switch_both_ways(tiny_segmentation_config, tmp_path, monk
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
 
 
-def test_channels_last_off_keeps_the_run_id_it_had_before_the_switch(tiny_segmentation_config):
+def test_switches_off_keep_the_run_id_they_had_before_the_switch(tiny_segmentation_config):
     config = load_config(tiny_segmentation_config)
     # The run id's recipe before train.channels_last existed (encnet/runs.py, now encnet/engine/runs.py, at main): hash
     # of the resolved config without eval, data.root, data.workers, train.checkpoint_every.
@@ -171,6 +171,9 @@ def test_channels_last_off_keeps_the_run_id_it_had_before_the_switch(tiny_segmen
     old = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
     assert runs.config_hash(config) == old
     assert runs.config_hash(load_config(tiny_segmentation_config, ["train.channels_last=true"])) != old
+    # data.workers joined the hash the same way: 0 (every demo config) keeps the id, a worker count changes it
+    assert config.data.workers == 0
+    assert runs.config_hash(load_config(tiny_segmentation_config, ["data.workers=2"])) != old
 
 
 def test_paper_configs_train_in_float32_nchw_as_the_ledger_says():

@@ -66,16 +66,18 @@ PREVIOUS_CHECKPOINT = "checkpoint_prev.pt"
 SUM_SUFFIX = ".sum.json"
 DONE = "DONE"
 
-# Where the data lives, how many loader workers read it and how often checkpoints are written do not change
-# the numbers, so they do not change the run id (a moved dataset still finds its runs).
+# Where the data lives and how often checkpoints are written do not change the numbers, so they do not change
+# the run id (a moved dataset still finds its runs).
 # The evaluation protocol is applied after training and recorded in each eval_<tag>.json, so it does not
 # change the run id either: a new protocol evaluates the same trained run.
-_NOT_IN_HASH = {("data", "root"), ("data", "workers"), ("train", "checkpoint_every"),
-                ("train", "checkpoint_every_iters")}
+_NOT_IN_HASH = {("data", "root"), ("train", "checkpoint_every"), ("train", "checkpoint_every_iters")}
 _SECTIONS_NOT_IN_HASH = ("eval",)
-# Switches added after runs existed: off, they leave the run id as it was; on, they change it (channels_last
-# changes the rounding of convolutions, so its runs are not bitwise those without it).
-_HASHED_ONLY_WHEN_ON = (("train", "channels_last"),)
+# Keys added to the hash after runs existed: off (false, 0), they leave the run id as it was; on, they change it.
+# channels_last changes the rounding of convolutions, so its runs are not bitwise those without it. data.workers
+# changes the trajectory: each loader worker draws the augmentations from its own generator (seeded per worker
+# id), and with 0 workers they come from the main process's, so 0, 1 and 2 workers train on different crops; a
+# resume with another count would mix two trajectories in one folder, and is refused as another config.
+_HASHED_ONLY_WHEN_ON = (("train", "channels_last"), ("data", "workers"))
 
 
 def _init_identity(init_from: str) -> str:
@@ -100,6 +102,21 @@ def config_hash(config: Config, length: int = 8) -> str:
         data["model"]["init_from"] = _init_identity(data["model"]["init_from"])
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def hash_differences(a: Config, b: Config) -> list[str]:
+    """The ``section.key`` names whose values differ between two configs among those the run id hashes."""
+    def hashed(config):
+        data = to_dict(config)
+        for section, key in _NOT_IN_HASH:
+            data[section].pop(key, None)
+        for section in _SECTIONS_NOT_IN_HASH:
+            data.pop(section, None)
+        return {f"{section}.{key}": value for section, values in data.items() if isinstance(values, dict)
+                for key, value in values.items()} | {k: v for k, v in data.items() if not isinstance(v, dict)}
+
+    left, right = hashed(a), hashed(b)
+    return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
 
 
 def run_id(config: Config) -> str:
