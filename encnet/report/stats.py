@@ -64,6 +64,29 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, mean - half, mean + half, n)
 
 
+def planned_half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """The paired t interval's half-width ``t((1 + confidence) / 2, n − 1) · sd / √n`` that n seeds give when the
+    per-seed differences have standard deviation ``sd``."""
+    if n < 2:
+        raise ValueError(f"a t interval needs at least 2 seeds, asked for {n}")
+    return t_quantile((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)
+
+
+def seeds_needed(sd: float, half_width: float, confidence: float = CONFIDENCE, max_seeds: int = 200) -> int:
+    """The fewest paired seeds (≥ 2) whose interval half-width is at most ``half_width`` for differences of
+    standard deviation ``sd`` (a pilot's estimate: the plan is as good as that estimate).
+
+    Power planning for a precision target, not for a verdict: it fixes n before the final runs are seen.
+    """
+    if not (sd >= 0 and half_width > 0):
+        raise ValueError(f"need sd >= 0 and half_width > 0, got sd={sd}, half_width={half_width}")
+    for n in range(2, max_seeds + 1):
+        if planned_half_width(sd, n, confidence) <= half_width:
+            return n
+    raise ValueError(f"sd {sd:.3g} needs more than {max_seeds} seeds for a half-width of {half_width:.3g}: "
+                     "reduce the spread (design, evaluation noise) rather than add seeds")
+
+
 def paired_differences(better: Mapping[int, float], worse: Mapping[int, float]) -> dict[int, float]:
     """``better[s] − worse[s]`` for every seed ``s`` both arms have (a seed one arm lacks is dropped)."""
     return {s: float(better[s]) - float(worse[s]) for s in sorted(set(better) & set(worse))
