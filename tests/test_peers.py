@@ -29,7 +29,8 @@ from encnet.engine.build import build_model_for
 from encnet.engine.config import PAPER_MS_SCALES, load_config
 from encnet.engine.inference import predict_logits
 from encnet.engine.protocols import PROTOCOLS, mmseg_logits, mmseg_rescaled_size
-from encnet.engine.published_weights import export_mmseg, load_published, read_checkpoint
+from encnet.engine.published_weights import (PublishedWeightsError, export_mmseg, load_published,
+                                             read_checkpoint)
 from encnet.nn import Encoding
 
 pytestmark = pytest.mark.peers
@@ -147,15 +148,18 @@ def zoo(peers, tmp_path_factory):
     store.get_model_file = original
 
 
-def _zoo_file(zoo, getter: str, name: str, seed: int):
-    """The release's model from ``getter`` randomised and saved as the zoo's ``name``; loaded back by the getter."""
+def _zoo_file(zoo, getter: str, name: str, seed: int, legacy: bool = False):
+    """The release's model from ``getter`` randomised and saved as the zoo's ``name``; loaded back by the getter.
+
+    ``legacy``: in torch's pre-1.6 serialization (not a zip file), as the 2018 zoo files were written."""
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = getattr(zoo.models, getter)(pretrained=False)
         _perturb(model, seed)
         path = zoo.folder / f"{name}.pth"
-        torch.save(model.float().state_dict(), path)  # the zoo's files are float32
+        # the zoo's files are float32
+        torch.save(model.float().state_dict(), path, _use_new_zipfile_serialization=not legacy)
         released = getattr(zoo.models, getter)(pretrained=True)
     return path, released.double().eval()
 
@@ -176,8 +180,10 @@ def _release_outputs(model, x) -> dict:
     ("get_encnet_resnet101_ade", "encnet_resnet101_ade", "ade20k_encnet_r101", True),
 ])
 def test_zoo_files_load_strictly_and_forward_as_the_release(zoo, getter, name, config, archive, tmp_path):
-    path, released = _zoo_file(zoo, getter, name, seed=len(name))
-    if archive:  # the zoo's downloads are .zip archives holding the .pth
+    # The archived ones as the zoo's downloads are: a .zip holding a .pth written by the 2018 torch's serializer
+    path, released = _zoo_file(zoo, getter, name, seed=len(name), legacy=archive)
+    if archive:
+        assert not zipfile.is_zipfile(path)
         zipped = tmp_path / f"{name}.zip"
         with zipfile.ZipFile(zipped, "w") as z:
             z.write(path, f"{name}.pth")
@@ -196,14 +202,15 @@ def test_zoo_files_load_strictly_and_forward_as_the_release(zoo, getter, name, c
 
 
 class _Scorer(nn.Module):
-    """A cheap segmentation net with the release's BaseNet interface, for the protocol alone: two 3×3 convs plus
-    a term from the window's global mean, so (as with EncNet's context) the padding colour moves every pixel."""
+    """A cheap segmentation net with the release's BaseNet interface, for the protocol alone (an R50 at 480² crops
+    in float64 would take minutes): a 3×3 conv, so the flip and window borders show, plus a term from the window's
+    global mean, so (as with EncNet's context) the padding colour moves every pixel."""
 
     def __init__(self, nclass: int, base_size: int, crop_size: int, up_kwargs: dict):
         super().__init__()
         self.nclass, self.base_size, self.crop_size = nclass, base_size, crop_size
         self.mean, self.std, self._up_kwargs = MEAN, STD, up_kwargs
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, nclass, 3, padding=1))
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, nclass, 1))
         self.context = nn.Linear(3, nclass)
 
     def forward(self, x):
@@ -213,9 +220,17 @@ class _Scorer(nn.Module):
         return self.forward(x)
 
 
+def _paper_sizes() -> tuple[int, int]:
+    """(base, crop) as the engine's eval loop reads them from the paper configs (every segmentation config's)."""
+    config = load_config(PAPER / "ade20k_encnet_r50.yaml")
+    return (config.eval.base_size or config.data.base_size, config.eval.crop_size or config.data.crop_size)
+
+
 @pytest.mark.parametrize("base_size, crop_size, shapes", [
-    (520, 480, [(480, 360), (200, 700)]),  # portrait and landscape; one fits a crop at scale 0.5, one does not
-    (640, 576, [(375, 500)]),
+    # portrait and landscape: one crop at the small scales, windows at the large ones; the landscape's short side
+    # is padded up to the crop at every scale
+    (*_paper_sizes(), [(480, 360), (200, 700)]),
+    (640, 576, [(375, 500)]),  # another grid: the window count and the remainder windows change
 ])
 def test_release_protocol_equals_multi_eval_module(peers, monkeypatch, base_size, crop_size, shapes):
     base = sys.modules["encoding.models.base"]
@@ -335,23 +350,45 @@ def test_exports_load_strictly_into_mmseg_and_forward_as_ours(peers, zoo):
     path, _ = _zoo_file(zoo, "get_encnet_resnet50_pcontext", "encnet_resnet50_pcontext", seed=12)
     zoo_model = load_published(path, load_config(PAPER / "pcontext_encnet_r50.yaml")).model.double().eval()
     for n, model in enumerate((suite_model, zoo_model)):
-        exported = export_mmseg(model)
-        meta = exported["meta"]["encnet_repro"]
-        theirs = _mmseg_model(0, lateral=meta["decode_head"]["add_lateral"],
-                              num_classes=meta["decode_head"]["num_classes"],
-                              stem_channels=meta["backbone"]["stem_channels"])
-        theirs.decode_head.align_corners = meta["decode_head"]["align_corners"]
-        theirs.auxiliary_head.align_corners = meta["auxiliary_head"]["align_corners"]
-        buffer = io.BytesIO()
-        torch.save(exported, buffer)
-        buffer.seek(0)
-        theirs.load_state_dict(torch.load(buffer, weights_only=True)["state_dict"], strict=True)
-        theirs.double().eval()
+        theirs = _mmseg_from_export(export_mmseg(model))
         x = _image(seed=20 + n)
         with torch.no_grad():
             mine = model(x)
         for key, value in _mmseg_outputs(theirs, x).items():
             _assert_same(getattr(mine, key), value)
+
+
+def _mmseg_from_export(exported: dict) -> nn.Module:
+    """mmseg's EncNet built with the export's settings, the file (through torch.save) loaded strictly."""
+    meta = exported["meta"]["encnet_repro"]
+    theirs = _mmseg_model(0, lateral=meta["decode_head"]["add_lateral"], num_classes=meta["decode_head"]["num_classes"],
+                          stem_channels=meta["backbone"]["stem_channels"])
+    theirs.decode_head.align_corners = meta["decode_head"]["align_corners"]
+    theirs.auxiliary_head.align_corners = meta["auxiliary_head"]["align_corners"]
+    buffer = io.BytesIO()
+    torch.save(exported, buffer)
+    buffer.seek(0)
+    theirs.load_state_dict(torch.load(buffer, weights_only=True)["state_dict"], strict=True)
+    return theirs.double().eval()
+
+
+def test_export_refuses_paper_attention_which_mmseg_cannot_run(peers):
+    """mmseg's EncHead always computes ReLU(x + x⊗γ): the paper's x⊗γ model is refused. Why, from mmseg itself:
+    the same tensors exported from the release-attention twin run in mmseg as that twin, not as the paper model."""
+    sets = ["model.backbone=resnet50v1c", "model.pretrained=none"]
+    paper = load_config(PAPER / "ade20k_encnet_r50.yaml", [*sets, "model.attention=paper"])
+    torch.manual_seed(13)
+    model = _perturb(build_model_for(paper, 150), 13)
+    with pytest.raises(PublishedWeightsError, match="attention"):
+        export_mmseg(model)
+    twin = _perturb(build_model_for(load_config(PAPER / "ade20k_encnet_r50.yaml", sets), 150), 13)
+    twin.load_state_dict(model.state_dict(), strict=True)  # attention has no tensors: same weights, other forward
+    theirs = _mmseg_from_export(export_mmseg(twin))
+    x = _image(seed=40)
+    with torch.no_grad():
+        expected, paper_out = _mmseg_outputs(theirs, x)["out"], model(x).out
+        _assert_same(twin(x).out, expected)
+    assert _relative(paper_out, expected) > 1e-2  # mmseg's forward of the weights is not the paper model's
 
 
 def test_rescaled_sizes_equal_mmcv(peers):
@@ -361,6 +398,29 @@ def test_rescaled_sizes_equal_mmcv(peers):
         for ratio in PAPER_MS_SCALES:
             new_w, new_h = mmcv.rescale_size((w, h), (int(2048 * ratio), int(512 * ratio)))
             assert mmseg_rescaled_size(h, w, ratio=ratio) == (new_h, new_w), (h, w, ratio)
+
+
+def test_mmseg_protocol_views_are_mmcv_imrescale_within_a_grey_level(peers):
+    """mmseg rescales the uint8 image with OpenCV (``mmcv.imrescale``, in ``Resize``) before normalising; the
+    protocol rescales the normalised tensor. What the model is fed, turned back into grey levels, must be OpenCV's
+    up to its uint8 rounding and fixed-point weights (under one level), at mmcv's sizes, at the real 2048×512 bound."""
+    import mmcv
+
+    from encnet.engine.protocols import MMSEG_ADE_SCALE
+
+    mean = torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1) * 255
+    for n, (h, w) in enumerate([(61, 45), (375, 500)]):
+        pixels = np.random.default_rng(n).integers(0, 256, (h, w, 3), dtype=np.uint8)  # noise: the hardest case
+        image = (torch.from_numpy(pixels).permute(2, 0, 1)[None].double() - mean) / std
+        seen = []
+        mmseg_logits(lambda x: seen.append(x) or x, image, ratios=PAPER_MS_SCALES, flip=False, mode="whole")
+        assert len(seen) == len(PAPER_MS_SCALES)
+        for ratio, view in zip(PAPER_MS_SCALES, seen):
+            theirs = mmcv.imrescale(pixels, (int(MMSEG_ADE_SCALE[0] * ratio), int(MMSEG_ADE_SCALE[1] * ratio)))
+            ours = (view * std + mean)[0].permute(1, 2, 0).numpy()
+            assert ours.shape == theirs.shape, (h, w, ratio)
+            assert np.abs(ours - theirs).max() < 1.0, (h, w, ratio, np.abs(ours - theirs).max())
 
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])
