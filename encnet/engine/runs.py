@@ -89,7 +89,8 @@ def _init_identity(init_from: str) -> str:
     return "/".join(path.parts[-3:])
 
 
-def config_hash(config: Config, length: int = 8) -> str:
+def _hashed(config: Config) -> dict:
+    """The part of the resolved config that identifies a run: what ``config_hash`` hashes."""
     data = to_dict(config)
     for section, key in _NOT_IN_HASH:
         data[section].pop(key, None)
@@ -100,23 +101,25 @@ def config_hash(config: Config, length: int = 8) -> str:
             data[section].pop(key, None)
     if data["model"].get("init_from"):
         data["model"]["init_from"] = _init_identity(data["model"]["init_from"])
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return data
+
+
+def config_hash(config: Config, length: int = 8) -> str:
+    blob = json.dumps(_hashed(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def hash_differences(a: Config, b: Config) -> list[str]:
-    """The ``section.key`` names whose values differ between two configs among those the run id hashes."""
-    def hashed(config):
-        data = to_dict(config)
-        for section, key in _NOT_IN_HASH:
-            data[section].pop(key, None)
-        for section in _SECTIONS_NOT_IN_HASH:
-            data.pop(section, None)
-        return {f"{section}.{key}": value for section, values in data.items() if isinstance(values, dict)
-                for key, value in values.items()} | {k: v for k, v in data.items() if not isinstance(v, dict)}
+def _flat(data: dict) -> dict:
+    return {f"{name}.{key}" if isinstance(values, dict) else name: value for name, values in data.items()
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])}
 
-    left, right = hashed(a), hashed(b)
-    return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+
+def hash_differences(a: Config, b: Config) -> list[tuple[str, object, object]]:
+    """``(section.key, value in a, value in b)`` for every key whose difference changes the run id (the values as
+    configured: a switch left out of the hash when off shows as its off value)."""
+    ha, hb = _flat(_hashed(a)), _flat(_hashed(b))
+    va, vb = _flat(to_dict(a)), _flat(to_dict(b))
+    return [(k, va.get(k), vb.get(k)) for k in sorted(ha.keys() | hb.keys()) if ha.get(k) != hb.get(k)]
 
 
 def run_id(config: Config) -> str:

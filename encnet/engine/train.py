@@ -207,13 +207,6 @@ def _loss_parts(config: Config, criterion, output, target):
     return loss, named
 
 
-def _get(config: Config, dotted: str):
-    value = config
-    for part in dotted.split("."):
-        value = getattr(value, part, None)
-    return value
-
-
 def _resume_command(run_dir: Path) -> str:
     return f"python -m encnet.train {run_dir} --resume"
 
@@ -285,8 +278,8 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
             )
         saved = load_config(run_dir / "config.yaml")
         if runs.config_hash(saved) != runs.config_hash(config):
-            changed = ", ".join(f"{k}: {_get(saved, k)!r} in the run, {_get(config, k)!r} now"
-                                for k in runs.hash_differences(saved, config))
+            changed = ", ".join(f"{key}: {was!r} in the run, {now!r} now"
+                                for key, was, now in runs.hash_differences(saved, config))
             raise ConfigError(
                 f"--resume: {run_dir} was trained with a different config ({changed or 'see its config.yaml'}); "
                 f"resume with `{_resume_command(run_dir)}` or choose another --run-dir"

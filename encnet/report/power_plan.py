@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from encnet.report.stats import planned_half_width, seeds_needed, t_quantile
+from encnet.report.stats import CONFIDENCE, planned_half_width, seeds_needed, t_quantile
 
 SEGMENTATION_TARGET = 2.0  # points of mIoU / pixAcc: the half-width asked of every segmentation direction
 ERROR_TARGET = 1.0  # points of CIFAR test error
@@ -30,7 +30,7 @@ def pilot_sd(half_width: float, n: int) -> float:
     """The per-seed differences' sd behind a paired t interval of ``half_width`` over ``n`` seeds."""
     if n < 2:
         raise ValueError(f"a pilot needs at least 2 paired seeds, found {n}")
-    return half_width * math.sqrt(n) / t_quantile(0.975, n - 1)
+    return half_width * math.sqrt(n) / t_quantile((1 + CONFIDENCE) / 2, n - 1)
 
 
 def plan(directions: pd.DataFrame, segmentation: float = SEGMENTATION_TARGET,
