@@ -30,7 +30,8 @@ QUICK = {"backbone": "resnet_tiny", "base_size": 64, "crop_size": 48, "image": (
 def forwards_per_image(height: int, width: int, scales, base_size: int, crop_size: int, flip: bool) -> int:
     """Windows over all scales (× 2 with flip): the forwards of the one-window path."""
     stride = int(crop_size * 2 / 3)
-    count = sum(len(_windows(*scaled_size(height, width, base_size, s), crop_size, stride)) for s in scales)
+    count = sum(len(_windows(*scaled_size(height, width, base_size, s), (crop_size, crop_size), (stride, stride)))
+                for s in scales)
     return count * (2 if flip else 1)
 
 

@@ -161,3 +161,15 @@ def test_release_recipe_keys_are_checked_and_default_to_todays_behaviour():
             config_from_dict({"data": {key: bad}})
     with pytest.raises(ConfigError, match="eval.miou"):
         config_from_dict({"eval": {"miou": "mean"}})
+
+
+def test_a_crop_can_be_height_by_width_but_then_the_window_needs_its_own_size(tmp_path):
+    base = ["task: segmentation", "data: {dataset: context_scenes, base_size: 112, crop_size: [112, 64]}"]
+    config = load_config(write(tmp_path, "\n".join(base + ["eval: {crop_size: 140, base_size: 112}"])))
+    assert config.data.crop_size == [112, 64]
+    with pytest.raises(ConfigError, match=r"data.crop_size=\[112, 64\] is \[height, width\]; set eval.crop_size"):
+        load_config(write(tmp_path, "\n".join(base), "demo/no_window.yaml"))
+    with pytest.raises(ConfigError, match="data.crop_size"):
+        load_config(write(tmp_path, "\n".join(base), "demo/bad.yaml"), ["data.crop_size=[112, 0]"])
+    with pytest.raises(ConfigError, match="data.crop_size"):
+        load_config(write(tmp_path, "\n".join(base), "demo/three.yaml"), ["data.crop_size=[112, 64, 3]"])

@@ -1,6 +1,7 @@
 """The generated demo datasets: deterministic, atomic, documented, and hard in the intended way."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +223,64 @@ def test_context_scenes_keeps_decoded_samples_without_letting_callers_change_the
     assert 1 in ds._decoded and len(ds._decoded) == 1  # decoded once, on first use
     Image.fromarray(np.full((48, 48), 9, np.uint8)).save(mask_path)  # changed on disk: read again
     assert (ds.load(1)[1] == 9).all()
+
+
+# ------------------------------------------------------------ the far layout: the scene beyond local convolutions
+
+
+def _logit_gradient_on_rows(config_overrides, height, rows):
+    """Per input row, the largest |∂ Σ logits[rows] / ∂ input| of a demo network (float64, eval mode)."""
+    from encnet.engine.build import build_model_for
+    from encnet.engine.config import load_config
+
+    torch.manual_seed(0)
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    config = load_config(demo / ("context_scenes_fcn.yaml" if config_overrides is None
+                                 else "context_scenes_encnet.yaml"), config_overrides or [])
+    model = build_model_for(config, len(cs.CLASS_NAMES)).double().eval()
+    x = torch.randn(1, 3, height, 64, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    (grad,) = torch.autograd.grad(out.out[:, :, rows].sum(), x)
+    return grad.abs().amax(dim=(0, 1, 3))
+
+
+def test_far_layout_puts_the_band_beyond_what_the_fcn_can_see_but_not_beyond_encnet():
+    band = round(cs.BAND_FRACTION * 64)
+    far_top = band + cs.FAR_GAP
+    height = cs.image_height(64, "far")
+    assert height == 112 and height % 8 == 0
+    # The FCN's logits on every row an object can occupy do not depend on one band pixel: exactly zero.
+    fcn_far = _logit_gradient_on_rows(None, height, slice(far_top, None))
+    assert fcn_far[:band].max() == 0 and fcn_far[far_top:].min() > 0
+    # The leak it removes: in the square layout the same FCN's object rows reach into the band.
+    near_top = band + round(cs.GAP_FRACTION * 64)
+    assert _logit_gradient_on_rows(None, 64, slice(near_top, None))[:band].max() > 0
+    # EncNet's Context Encoding pools over the whole image, so its object rows do depend on the band.
+    encnet_far = _logit_gradient_on_rows([], height, slice(far_top, None))
+    assert encnet_far[:band].min() > 0
+
+
+def test_far_layout_draws_the_same_band_and_objects_with_more_ground_between(tmp_path):
+    root = cs.ensure_context_scenes(tmp_path, seed=2, num_train=30, num_val=2, image_size=64, sizes="small_large",
+                                    layout="far")
+    assert root.name.endswith("-small_large-far")
+    ds = cs.ContextScenes(root, "train")
+    assert ds.num_classes == 15 and ds.class_names[11:] == cs.BACKDROP_CLASSES
+    band, top = round(cs.BAND_FRACTION * 64), round(cs.BAND_FRACTION * 64) + cs.FAR_GAP
+    for i in range(len(ds)):
+        image, mask = ds.load(i)
+        assert image.shape == (112, 64, 3) and mask.shape == (112, 64)
+        scene = ds.image_scenes[i]
+        # the band carries its scene's backdrop class, the gap is plain ground, the objects lie below it
+        assert (mask[:band] == ds.class_names.index(f"{scene}_backdrop")).all()
+        assert mask[band:top].max() == 0 and (mask[top:] > 0).any()
+        assert all(ds.class_names[c].startswith(scene + "_") for c in np.unique(mask) if c in ds.ambiguous_classes)
+    # The band still tells the scene: its mean colour, nearest the scene's backdrop colour.
+    for i in range(len(ds)):
+        image, _ = ds.load(i)
+        mean = image[:band].reshape(-1, 3).mean(0)
+        nearest = min(cs.SCENES, key=lambda s: np.abs(mean - np.array(cs.BACKDROP_RGB[s])).sum())
+        # (night's stars brighten its mean; the colour says which scene all the same)
+        assert nearest == ds.image_scenes[i] or ds.image_scenes[i] == "night"
+    with pytest.raises(ValueError, match="layout must be one of"):
+        cs.draw_scene(np.random.default_rng(0), 64, layout="tall")

@@ -125,3 +125,19 @@ def test_classification_presets():
     out = ClassificationEvalPreset()(image)
     expected = (1 - torch.tensor([0.4914, 0.4822, 0.4465])) / torch.tensor([0.2023, 0.1994, 0.2010])
     torch.testing.assert_close(out[:, 0, 0], expected)
+
+
+def test_a_height_by_width_crop_keeps_a_tall_image_whole_at_scale_one():
+    torch.manual_seed(0)
+    preset = SegmentationTrainPreset(base_size=112, crop_size=(112, 64), scale_range=(1.0, 1.0), hflip=False,
+                                     **IDENTITY)
+    image, mask = coded_pair(seed=1, height=112, width=64)
+    out_image, out_mask = preset(image, mask)
+    assert out_image.shape == (3, 112, 64) and out_mask.shape == (112, 64)
+    assert torch.equal(out_mask.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long())
+    # scaled up, a tall crop is cut out of the larger image at random; scaled down, it is padded with ignore
+    for scale, padded in ((1.25, False), (0.75, True)):
+        preset = SegmentationTrainPreset(base_size=112, crop_size=(112, 64), scale_range=(scale, scale),
+                                         hflip=False, **IDENTITY)
+        _, out_mask = preset(image, mask)
+        assert out_mask.shape == (112, 64) and bool((out_mask == 255).any()) == padded

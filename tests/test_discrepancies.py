@@ -363,8 +363,11 @@ def test_cifar_entries_say_the_smoothing_method_is_the_papers_and_configs_use_wd
 # ------------------------------------------------------------------------------------------ planning, table
 
 
-def test_demo_sides_the_suite_follows_are_the_plain_demo_run(ledger):
+def test_demo_sides_the_suite_follows_are_the_demo_base_run_with_the_ledgers_overrides(ledger):
     sides = measurements(ledger, "demo")
+    # The demo's ledger runs are short (profiles.demo.overrides): every side adds them, the followed side nothing else.
+    common = list(load_ledger().profiles["demo"]["overrides"])
+    assert common and all(list(m.overrides[: len(common)]) == common for m in sides)
     assert load_ledger().profiles["demo"]["base"] == DEMO.stem
     from encnet.experiments.discrepancies import evaluation_only
 
@@ -375,7 +378,7 @@ def test_demo_sides_the_suite_follows_are_the_plain_demo_run(ledger):
     assert bases["fcn_aux"] == DEMO_FCN and all(b == DEMO for e, b in bases.items() if e != "fcn_aux")
     for seed in (0, 1):
         for m in sides:
-            plain = run_dir_for(load_config(m.base, [f"seed={seed}"]))
+            plain = run_dir_for(load_config(m.base, [*common, f"seed={seed}"]))
             follows = ledger.get(m.entry).suite_follows
             assert (run_dir_for(m.config(seed)) == plain) == (m.side == follows), (m.entry, m.side)
         # One shared run per base config plus one per entry: the side the suite does not follow.

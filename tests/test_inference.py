@@ -33,7 +33,8 @@ def naive_prediction(model, image, scales, base_size, crop, stride_ratio, flip, 
                      align_corners=False, pad=IMAGENET_BLACK):
     """Explicit loops over scales, windows, views and pixels; float64 numpy accumulation."""
     _, channels, height, width = image.shape
-    stride = int(crop * stride_ratio)
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    sh, sw = int(ch * stride_ratio), int(cw * stride_ratio)
     fill = torch.tensor(pad, dtype=torch.float64).view(1, channels, 1, 1)
     result = np.zeros((NUM_CLASSES, height, width))
     for scale in scales:
@@ -43,11 +44,11 @@ def naive_prediction(model, image, scales, base_size, crop, stride_ratio, flip, 
         else:
             h, w = int(height * long_side / width + 0.5), long_side
         resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=align_corners)
-        ph, pw = max(h, crop), max(w, crop)
+        ph, pw = max(h, ch), max(w, cw)
         canvas = fill.expand(1, channels, ph, pw).clone()
         canvas[:, :, :h, :w] = resized
 
-        def starts(length):
+        def starts(length, crop, stride):
             out, s = [], 0
             while True:
                 out.append(s)
@@ -58,10 +59,10 @@ def naive_prediction(model, image, scales, base_size, crop, stride_ratio, flip, 
         n_views = 2 if flip and accumulate == "softmax" else 1
         sums = np.zeros((n_views, NUM_CLASSES, ph, pw))
         counts = np.zeros((ph, pw))
-        for h0 in starts(ph):
-            for w0 in starts(pw):
-                window = fill.expand(1, channels, crop, crop).clone()
-                part = canvas[:, :, h0:h0 + crop, w0:w0 + crop]
+        for h0 in starts(ph, ch, sh):
+            for w0 in starts(pw, cw, sw):
+                window = fill.expand(1, channels, ch, cw).clone()
+                part = canvas[:, :, h0:h0 + ch, w0:w0 + cw]
                 window[:, :, : part.shape[2], : part.shape[3]] = part
                 with torch.no_grad():
                     views = [model(window)[0].numpy()]
@@ -72,8 +73,8 @@ def naive_prediction(model, image, scales, base_size, crop, stride_ratio, flip, 
                 elif accumulate == "release_exp_sum":
                     views = [np.exp(sum(views))]
                 for v, out in enumerate(views):
-                    for i in range(crop):
-                        for j in range(crop):
+                    for i in range(ch):
+                        for j in range(cw):
                             if h0 + i < ph and w0 + j < pw:
                                 sums[v, :, h0 + i, w0 + j] += out[:, i, j]
                                 counts[h0 + i, w0 + j] += 1 / len(views)
@@ -100,6 +101,23 @@ def test_multi_scale_flip_equals_naive_loops(accumulate):
                             align_corners=True)
     assert got.shape == (1, NUM_CLASSES, 10, 7)
     np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("accumulate", ["logits", "release_exp_sum", "softmax"])
+def test_a_tall_window_on_tall_images_equals_naive_loops(accumulate):
+    model = WindowSensitiveModel().eval()
+    torch.manual_seed(3)
+    image = torch.randn(1, 3, 14, 8, dtype=torch.float64)  # the demo's far layout in miniature (112 × 64)
+    # base 14 · {0.75, 1, 1.25}: 11×6 (padded), 14×8 (exactly one window), 18×10 (2 × 2 windows)
+    got = predict_logits(model, image, scales=[0.75, 1.0, 1.25], flip=True, base_size=14, crop_size=[14, 8],
+                         stride_ratio=2 / 3, accumulate=accumulate)
+    want = naive_prediction(model, image, [0.75, 1.0, 1.25], 14, (14, 8), 2 / 3, flip=True, accumulate=accumulate,
+                            align_corners=True)
+    np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-12, atol=1e-12)
+    # At scale 1 the tall window is the whole image: the single-scale full-image logits, to rounding.
+    one = predict_logits(model, image, scales=[1.0], flip=False, base_size=14, crop_size=[14, 8],
+                         accumulate="logits")
+    np.testing.assert_allclose(one.numpy(), model(image).detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("accumulate", ["logits", "release_exp_sum", "softmax"])

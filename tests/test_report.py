@@ -92,7 +92,7 @@ def test_missing_and_unfinished_runs_render_not_run(tmp_path):
     build("ablation", tmp_path)
     table = (tmp_path / "tables" / "ablation_demo.md").read_text()
     line = next(l for l in table.splitlines() if l.startswith("| EncNet R101 MS+flip"))
-    assert line.count("not run") == 6  # every metric; the unfinished fixture run (no DONE) is not a result
+    assert line.count("not run") == 7  # every metric; the unfinished fixture run (no DONE) is not a result
     comparison = pd.read_csv(tmp_path / "tables" / "ablation_demo.csv")
     assert (comparison[comparison["row"] == "EncNet R101 MS+flip"]["n"] == 0).all()
 
@@ -409,3 +409,19 @@ def test_a_pipe_inside_a_benchmark_cell_does_not_split_the_row():
     unescaped = [len(re.findall(r"(?<!\\)\|", row)) for row in rows]
     assert unescaped == [3, 3, 3, 3]  # header, rule, two rows: two columns each
     assert "max \\|diff\\|" in rows[2]
+
+
+def test_learning_note_counts_the_seeds_that_learned_and_names_required_arms_that_did_not():
+    results = _results({
+        "EncNet": {"mIoU_scene": [70, 65, 49.9, 72, 80, 66, 71, 69, 75, 68]},  # 9 of 10: meets a 90 % share
+        "EncNet R101": {"mIoU_scene": [70, 20, 30]},  # 1 of 3
+        "FCN": {"mIoU_scene": [5, 8, 7]},  # not required: it cannot see the scene by design
+    })
+    criterion = tables.Learned("mIoU_scene", 50.0, 0.9, ("EncNet", "EncNet R101"), "reads the scene")
+    note = tables.learning_note(results, ["FCN", "EncNet", "EncNet R101", "absent"], criterion)
+    assert "an arm reads the scene on a seed when mIoU_scene ≥ 50;" in note
+    assert "— not met by EncNet R101. " in note  # EncNet's 9 of 10 meets the share, so only R101 is named
+    assert note.endswith("Seeds that did: FCN 0/3; EncNet 9/10; EncNet R101 1/3.")
+    met = tables.learning_note(results[results["row"] != "EncNet R101"], ["EncNet"], criterion)
+    assert "— met." in met
+    assert tables.learning_note(results, ["absent"], criterion) is None

@@ -112,7 +112,8 @@ def test_codewords_sweep_is_figure5_without_se_loss_plus_marked_extras(tmp_path,
     _, by_row = plan(experiment, profile, (0,), tmp_path)
     for row in experiment.rows:
         model = by_row[(row.label, 0)].config.model
-        assert (model.num_codes, model.se_loss, model.name) == (int(row.x), False, "encnet")
+        # (the demo keeps SE-loss: without it no demo arm learned the mixture's scene; the caption says so)
+        assert (model.num_codes, model.se_loss, model.name) == (int(row.x), profile == "demo", "encnet")
     assert len({by_row[(r.label, 0)].run_dir for r in experiment.rows}) == (5 if profile == "paper" else 3)
 
 
@@ -197,3 +198,37 @@ def test_missing_dataset_is_a_one_block_error_with_the_data_root_hint(tmp_path, 
     assert "PASCAL-Context root not found" in err and "python -m encnet.data.prepare pascal_context" in err
     assert "--data-root" in err and "Traceback" not in err
     assert not (tmp_path / "tables").exists()  # nothing written as if the experiment had run
+
+
+def test_each_demo_seed_trains_on_its_own_draw_shared_by_every_arm(tmp_path):
+    """The unit of replication is (data draw, initialisation): seed s draws the config's data seed + s."""
+    exps = experiments("demo")
+    seeds = (0, 3)
+    _, ablation = plan(exps["ablation"], "demo", seeds, tmp_path)
+    _, codes = plan(exps["codewords"], "demo", seeds, tmp_path)
+    _, voc = plan(exps["voc"], "demo", seeds, tmp_path)
+    for seed in seeds:
+        arms = [r for (label, s), r in ablation.items() if s == seed] + [r for (_, s), r in codes.items() if s == seed]
+        assert {r.config.data.options["seed"] for r in arms} == {seed}
+        assert {r.config.seed for r in arms} == {seed}
+        # VOC's "COCO" stage draws other images (its config's data seed 1000), again one draw per seed
+        assert voc[("COCO pre-training (COCO val)", seed)].config.data.options["seed"] == 1000 + seed
+    assert ablation[("EncNet", 0)].run_dir != ablation[("EncNet", 3)].run_dir
+    # The paper profile's datasets are fixed: nothing is drawn
+    _, paper = plan(experiments("paper")["ablation"], "paper", seeds, tmp_path)
+    assert all("seed" not in r.config.data.options for r in paper.values())
+
+
+def test_a_row_with_fewer_seeds_runs_the_first_ones_and_its_direction_pairs_those(tmp_path):
+    from dataclasses import replace
+
+    experiment = experiments("demo")["ablation"]
+    rows = tuple(replace(r, num_seeds=2) if r.label == "FCN" else r for r in experiment.rows)
+    experiment = replace(experiment, rows=rows)
+    runs, by_row = plan(experiment, "demo", (5, 6, 7), tmp_path)
+    assert {s for (label, s) in by_row if label == "FCN"} == {5, 6}
+    assert {s for (label, s) in by_row if label == "EncNet"} == {5, 6, 7}
+    from encnet.experiments.segmentation import result_refs
+
+    refs = result_refs(experiment, by_row, (5, 6, 7))
+    assert sum(label == "FCN" for label, _, _ in refs) == 2 and sum(label == "EncNet" for label, _, _ in refs) == 3

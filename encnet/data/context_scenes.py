@@ -21,6 +21,8 @@ Classes (11; no ignore pixels)::
     5  field_square    6  beach_square    7  street_square    8  night_square   blue/yellow checkered square
     9  ring                                                                     magenta ring, any scene
     10 cross                                                                    cyan cross, any scene
+    layout="far" only (the band labelled by its scene, as PASCAL-Context labels its sky, grass and water):
+    11 field_backdrop  12 beach_backdrop  13 street_backdrop  14 night_backdrop
 
 Classes 1–8 are the ambiguous ones: a disc's label is ``<scene>_disc``, and its pixels and surroundings are
 identically distributed in all four scenes, so a per-pixel (1×1) or small-receptive-field classifier can at
@@ -39,6 +41,18 @@ Two options put the mechanisms of two further claims at play (designed before an
                   of colour codewords with soft assignment (the Encoding Layer's residuals) separates the scenes.
                   Tested: a nearest-centroid classifier on the per-image mean colour and mean gradient magnitude is
                   at chance; on the per-channel spread it is near perfect.
+    layout="near" (default) the square image above: the band is 12 px above the highest object (at 64 px).
+    layout="far"  claims 1–5 in the demo: the same band, ground and objects, with ``FAR_GAP`` more rows of plain
+                  ground between the band and the objects (64 wide, 112 tall at 64 px). The demo networks'
+                  receptive field is 91 px (the tiny dilated ResNet and a 3×3 head, output stride 8), so an
+                  object's prediction cannot depend on the band through local convolutions: only a module that
+                  pools over the whole image (EncNet's Context Encoding, SE-loss, global average pooling) can read
+                  the scene. The band is labelled by its scene (classes 11–14), so every network learns
+                  features that tell the scenes apart where it can see them; only a global module can carry
+                  them down to the objects. With ``near``, an FCN reaches the band from the higher objects,
+                  and it did on some seeds and not others (46.6 ± 11.6 mIoU over 5 seeds): a leak that made
+                  the FCN arm's spread the largest term in the EncNet − FCN interval. Tested: the gradient of
+                  an FCN's object-row logits with respect to the band's pixels is exactly zero.
     sizes="one"   (default) every object's side is 16–25 % of the image (10–16 px at 64).
     sizes="small_large"  claim 3, SE-loss helps mostly small objects (§2): each object is drawn small (side 10–14 %
                   of the image: 6–9 px at 64, about one cell of the output-stride-8 feature map) or large
@@ -76,11 +90,14 @@ from encnet.data.base import DatasetNotFoundError, SegmentationDataset, lookup_t
 from encnet.data.cache import build_dir_atomically, default_cache_dir
 
 VERSION = 2  # 2: size bins, the mixture cue, thick large controls with size bins (the default data is unchanged)
+# (layout="far" came later; it draws other images, told apart by the folder name's "-far".)
 SCENES = ("field", "beach", "street", "night")
 SHAPES = ("disc", "square")
 CLASS_NAMES = (
     ("background",) + tuple(f"{scene}_{shape}" for shape in SHAPES for scene in SCENES) + ("ring", "cross")
 )
+# layout="far" labels the band by its scene (classes 11–14), as PASCAL-Context labels sky, grass and water.
+BACKDROP_CLASSES = tuple(f"{scene}_backdrop" for scene in SCENES)
 AMBIGUOUS_CLASSES = tuple(range(1, 1 + len(SHAPES) * len(SCENES)))
 SPLIT_CODES = {"train": 0, "val": 1}
 
@@ -97,6 +114,12 @@ BACKDROP_RGB = {
 
 CUES = ("colour", "mixture")
 SIZES = ("one", "small_large")
+LAYOUTS = ("near", "far")
+# layout="far": plain ground rows between the band and the highest object. The demo backbones' receptive field
+# is 91 px (stem 11, stages 8 + 8 + 16 + 32, 3×3 head 16 at stride 8): 45 px each way, plus up to 8 px through
+# the bilinear upsampling of the stride-8 logits, so 60 rows keep every object pixel's logits out of the band's
+# reach with a margin (the gradient test in tests/ checks it) and make the far image 112 = 14 × 8 rows tall.
+FAR_GAP = 60
 # Object side as a fraction of the image side, per size option and bin; region value of each bin.
 SIZE_BINS = {"one": {"one": (0.16, 0.25)}, "small_large": {"small": (0.10, 0.14), "large": (0.22, 0.28)}}
 REGION_CODES = {"small": 1, "large": 2}
@@ -120,17 +143,24 @@ LAYOUT = """\
   ROOT/images/<id>.png, ROOT/masks/<id>.png, ROOT/{train,val}.txt, ROOT/meta.json"""
 
 
+def class_names(layout: str = "near") -> tuple[str, ...]:
+    return CLASS_NAMES + (BACKDROP_CLASSES if layout == "far" else ())
+
+
 def class_id(scene: str, shape: str) -> int:
     return CLASS_NAMES.index(f"{scene}_{shape}")
 
 
 def folder_name(seed: int, num_train: int, num_val: int, image_size: int, cue: str = "colour",
-                sizes: str = "one") -> str:
-    options = ("" if cue == "colour" else f"-{cue}") + ("" if sizes == "one" else f"-{sizes}")
+                sizes: str = "one", layout: str = "near") -> str:
+    options = (("" if cue == "colour" else f"-{cue}") + ("" if sizes == "one" else f"-{sizes}")
+               + ("" if layout == "near" else f"-{layout}"))
     return f"context_scenes-v{VERSION}-seed{seed}-{num_train}x{num_val}-{image_size}px{options}"
 
 
-def _check_options(cue: str, sizes: str) -> None:
+def _check_options(cue: str, sizes: str, layout: str = "near") -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"context_scenes layout must be one of {LAYOUTS}, found {layout!r}")
     if cue not in CUES:
         raise ValueError(f"context_scenes cue must be one of {CUES}, found {cue!r}")
     if sizes not in SIZES:
@@ -206,22 +236,32 @@ def _object_pixels(kind: str, size: int, rng: np.random.Generator) -> np.ndarray
     return colours + jitter + rng.normal(0, 6, size=(size, size, 3))
 
 
-def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour",
-               sizes: str = "one") -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+def image_height(image_size: int, layout: str = "near") -> int:
+    """Rows of an image: ``image_size``, or with ``layout="far"`` the band, ``FAR_GAP`` and the objects' rows."""
+    if layout == "near":
+        return image_size
+    band = max(1, round(BAND_FRACTION * image_size))
+    return band + FAR_GAP + image_size - band - max(1, round(GAP_FRACTION * image_size))
+
+
+def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour", sizes: str = "one",
+               layout: str = "near") -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
     """One image (H×W×3 uint8), its mask (H×W uint8), its scene name and its size-bin regions (H×W uint8)."""
-    _check_options(cue, sizes)
-    s = image_size
+    _check_options(cue, sizes, layout)
+    s, h = image_size, image_height(image_size, layout)
     scene = SCENES[int(rng.integers(len(SCENES)))]
     band = max(1, round(BAND_FRACTION * s))
-    top = band + max(1, round(GAP_FRACTION * s))
+    top = band + (max(1, round(GAP_FRACTION * s)) if layout == "near" else FAR_GAP)
 
-    image = GROUND_RGB + 14 * _smooth_noise(rng, s, s, 4)[..., None] + rng.normal(0, 8, size=(s, s, 3))
+    image = GROUND_RGB + 14 * _smooth_noise(rng, h, s, 4)[..., None] + rng.normal(0, 8, size=(h, s, 3))
     image[:band] = (_backdrop if cue == "colour" else _mixture_backdrop)(rng, scene, band, s)
-    mask = np.zeros((s, s), dtype=np.uint8)
-    regions = np.zeros((s, s), dtype=np.uint8)
+    mask = np.zeros((h, s), dtype=np.uint8)
+    if layout == "far":
+        mask[:band] = len(CLASS_NAMES) + SCENES.index(scene)
+    regions = np.zeros((h, s), dtype=np.uint8)
     bins = SIZE_BINS[sizes]
 
-    taken = np.zeros((s, s), dtype=bool)
+    taken = np.zeros((h, s), dtype=bool)
     count = int(rng.integers(2, 5))
     kinds = []
     for i in range(count):
@@ -238,7 +278,7 @@ def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour",
         low, high = bins[size_bin]
         size = int(rng.integers(round(low * s), round(high * s) + 1))
         for _attempt in range(30):
-            y0 = int(rng.integers(top, s - size + 1))
+            y0 = int(rng.integers(top, h - size + 1))
             x0 = int(rng.integers(0, s - size + 1))
             window = (slice(max(0, y0 - 1), y0 + size + 1), slice(max(0, x0 - 1), x0 + size + 1))
             if not taken[window].any():
@@ -262,9 +302,9 @@ def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour",
 
 
 def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64,
-                            cue: str = "colour", sizes: str = "one"):
+                            cue: str = "colour", sizes: str = "one", layout: str = "near"):
     """Write the dataset into the (empty) folder ``out``."""
-    _check_options(cue, sizes)
+    _check_options(cue, sizes, layout)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
@@ -275,7 +315,7 @@ def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_
         ids = []
         for index in range(count):
             rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-            image, mask, scene, regions = draw_scene(rng, image_size, cue, sizes)
+            image, mask, scene, regions = draw_scene(rng, image_size, cue, sizes, layout)
             image_id = f"{split}_{index:05d}"
             Image.fromarray(image).save(out / "images" / f"{image_id}.png")
             Image.fromarray(mask, mode="L").save(out / "masks" / f"{image_id}.png")
@@ -291,8 +331,10 @@ def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_
         "num_train": num_train,
         "num_val": num_val,
         "image_size": image_size,
-        "class_names": list(CLASS_NAMES),
+        "class_names": list(class_names(layout)),
         **({} if cue == "colour" else {"cue": cue}),
+        **({} if layout == "near" else {"layout": layout, "image_height": image_height(image_size, layout),
+                                        "far_gap": FAR_GAP}),
         **({} if sizes == "one" else {"sizes": sizes, "size_bins": SIZE_BINS[sizes], "region_codes": REGION_CODES,
                                       "region_margin": REGION_MARGIN}),
         "ambiguous_classes": list(AMBIGUOUS_CLASSES),
@@ -304,14 +346,14 @@ def generate_context_scenes(out: Path, seed: int = 0, num_train: int = 300, num_
 
 def ensure_context_scenes(
     cache_dir: str | Path | None = None, seed: int = 0, num_train: int = 300, num_val: int = 100, image_size: int = 64,
-    cue: str = "colour", sizes: str = "one",
+    cue: str = "colour", sizes: str = "one", layout: str = "near",
 ) -> Path:
     """Path of the generated dataset with these parameters, building it first if it is not in the cache."""
-    _check_options(cue, sizes)
+    _check_options(cue, sizes, layout)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = cache_dir / folder_name(seed, num_train, num_val, image_size, cue, sizes)
+    final = cache_dir / folder_name(seed, num_train, num_val, image_size, cue, sizes, layout)
     return build_dir_atomically(
-        final, lambda tmp: generate_context_scenes(tmp, seed, num_train, num_val, image_size, cue, sizes)
+        final, lambda tmp: generate_context_scenes(tmp, seed, num_train, num_val, image_size, cue, sizes, layout)
     )
 
 
@@ -337,6 +379,9 @@ class ContextScenes(SegmentationDataset):
             raise DatasetNotFoundError(f"{self.root / 'meta.json'} does not describe a context_scenes folder")
         self.ids = read_split_list(self.root / f"{split}.txt", LAYOUT, fix)
         self.image_scenes = [self.meta["scenes"][i] for i in self.ids]
+        # The far layout adds the labelled backdrops: the folder's own class list decides.
+        self.class_names = tuple(self.meta.get("class_names", CLASS_NAMES))
+        self.num_classes = len(self.class_names)
         self.label_table = lookup_table(256, {v: v for v in range(self.num_classes)})
         # Decoded samples, kept: the set is a few hundred small images read 40 times each by a demo run, and
         # decoding two PNGs per sample was an eighth of a demo epoch on one core (cProfile, 2026-11-30). Each is

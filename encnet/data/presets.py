@@ -36,7 +36,7 @@ class SegmentationTrainPreset:
     def __init__(
         self,
         base_size: int,
-        crop_size: int,
+        crop_size: int | Sequence[int],  # or (height, width)
         scale_range: Sequence[float] = (0.5, 2.0),
         rotate_degrees: float = 0,
         hflip: bool = True,

@@ -81,7 +81,7 @@ def random_rotation(degrees: float, ignore_index: int = IGNORE_INDEX) -> v2.Tran
     return v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR, fill=fill(ignore_index))
 
 
-def pad_and_random_crop(crop_size: int, ignore_index: int = IGNORE_INDEX,
+def pad_and_random_crop(crop_size: int | Sequence[int], ignore_index: int = IGNORE_INDEX,
                         pad_label: int | None = None) -> v2.Transform:
     """Pad (image with 0, mask with ``pad_label``, default ``ignore_index``) up to ``crop_size`` where needed,
     then crop at random.
@@ -91,7 +91,8 @@ def pad_and_random_crop(crop_size: int, ignore_index: int = IGNORE_INDEX,
     VOC and COCO datasets pad with 0 and so train it as background (``pad_label=0``).
     """
     label = ignore_index if pad_label is None else pad_label
-    return v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill(label), padding_mode="constant")
+    size = crop_size if isinstance(crop_size, int) else tuple(crop_size)  # (height, width)
+    return v2.RandomCrop(size, pad_if_needed=True, fill=fill(label), padding_mode="constant")
 
 
 def to_float_and_normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Transform:

@@ -74,7 +74,7 @@ class DataConfig:
     root: str | None = "data"  # generated demo data: a cache folder (null: $ENCNET_CACHE or ~/.cache/encnet)
     num_classes: int | None = None  # None: the dataset's own count (e.g. pascal_context 59; 60 w/ background)
     base_size: int = 520
-    crop_size: int = 480
+    crop_size: int | list[int] = 480  # [height, width]: a non-square crop (the demo's tall "far" images)
     scale_min: float = 0.5
     scale_max: float = 2.0
     rotate_degrees: float = 0.0  # the paper mentions ±10°; the released code does not rotate
@@ -131,7 +131,7 @@ class EvalConfig:
 
     scales: list[float] = field(default_factory=lambda: list(PAPER_MS_SCALES))
     flip: bool = True
-    crop_size: int | None = None
+    crop_size: int | list[int] | None = None  # [height, width]: a non-square window (the demo's tall images)
     base_size: int | None = None
     stride_ratio: float = 2.0 / 3.0
     # present: mean IoU over classes with a union (labelled or predicted); all: over every class, absent ones
@@ -368,7 +368,8 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("model.num_codes", lambda v: v >= 0, "≥ 0 (0: global average pooling, Figure 5)"),
     ("data.num_classes", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
     ("data.base_size", lambda v: v >= 1, "≥ 1"),
-    ("data.crop_size", lambda v: v >= 1, "≥ 1"),
+    ("data.crop_size", lambda v: v >= 1 if isinstance(v, int) else len(v) == 2 and min(v) >= 1,
+     "≥ 1, or [height, width] both ≥ 1"),
     ("data.scale_min", lambda v: 0 < v < math.inf, "> 0"),
     ("data.scale_max", lambda v: 0 < v < math.inf, "> 0"),
     ("data.rotate_degrees", lambda v: 0 <= v <= 180, "between 0 and 180"),
@@ -387,7 +388,8 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.checkpoint_every_iters", lambda v: v >= 0, "≥ 0 (0: only at epoch ends)"),
     ("train.val_every", lambda v: v >= 0, "≥ 0 (0: only after the last epoch)"),
     ("eval.scales", lambda v: len(v) > 0 and all(0 < s < math.inf for s in v), "a non-empty list of scales > 0"),
-    ("eval.crop_size", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
+    ("eval.crop_size", lambda v: v is None or (v >= 1 if isinstance(v, int) else len(v) == 2 and min(v) >= 1),
+     "≥ 1, or [height, width] both ≥ 1 (or null)"),
     ("eval.base_size", lambda v: v is None or v >= 1, "≥ 1 (or null)"),
     ("eval.stride_ratio", lambda v: 0 < v <= 1, "in (0, 1]: a window stride of at most one window"),
 ]
@@ -415,7 +417,12 @@ def validate(config: Config, source: str = "<config>") -> None:
     d, e = config.data, config.eval
     if d.scale_min > d.scale_max:
         raise ConfigError(f"{source}: data.scale_min={d.scale_min!r} is above data.scale_max={d.scale_max!r}")
-    if config.task == "segmentation" and (e.crop_size or d.crop_size) > (e.base_size or d.base_size) * max(e.scales):
+    if config.task == "segmentation" and e.crop_size is None and not isinstance(d.crop_size, int):
+        raise ConfigError(f"{source}: data.crop_size={d.crop_size} is [height, width]; set eval.crop_size, the "
+                          f"multi-scale window (e.g. [height, width] of the largest scaled image)")
+    window = e.crop_size or d.crop_size
+    if config.task == "segmentation" and max(window if isinstance(window, list) else [window]) > (
+            e.base_size or d.base_size) * max(e.scales):
         raise ConfigError(
             f"{source}: eval.crop_size={e.crop_size or d.crop_size} is larger than every multi-scale image "
             f"(eval.base_size {e.base_size or d.base_size} × largest scale {max(e.scales):g}): the sliding window "

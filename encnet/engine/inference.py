@@ -114,27 +114,37 @@ def _check_accumulate(accumulate: str) -> None:
         raise ValueError(f"accumulate must be one of {ACCUMULATE}, found {accumulate!r} (config key eval.accumulate)")
 
 
-def _windows(height: int, width: int, crop_size: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """(h0, h1, w0, w1) of every window over an image padded up to crop×crop, row by row."""
-    ph, pw = max(height, crop_size), max(width, crop_size)
-    return [(h0, min(h0 + crop_size, ph), w0, min(w0 + crop_size, pw))
-            for h0 in window_starts(ph, crop_size, stride) for w0 in window_starts(pw, crop_size, stride)]
+def crop_hw(crop_size: int | Sequence[int]) -> tuple[int, int]:
+    """A window's (height, width): a square's side, or [height, width] (the demo's tall images)."""
+    if isinstance(crop_size, int):
+        return crop_size, crop_size
+    height, width = crop_size
+    return int(height), int(width)
+
+
+def _windows(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]
+             ) -> list[tuple[int, int, int, int]]:
+    """(h0, h1, w0, w1) of every window over an image padded up to the crop, row by row."""
+    (ch, cw), (sh, sw) = crop, stride
+    ph, pw = max(height, ch), max(width, cw)
+    return [(h0, min(h0 + ch, ph), w0, min(w0 + cw, pw))
+            for h0 in window_starts(ph, ch, sh) for w0 in window_starts(pw, cw, sw)]
 
 
 class _ScaleMaps:
     """The overlap-averaged window maps of one scaled image, filled window by window."""
 
-    def __init__(self, image: Tensor, crop_size: int, stride: int, pad_value: Sequence[float]):
+    def __init__(self, image: Tensor, crop: tuple[int, int], stride: tuple[int, int], pad_value: Sequence[float]):
         self.height, self.width = image.shape[-2:]
-        self.padded = _pad_to(image, crop_size, crop_size, pad_value)
-        self.windows = _windows(self.height, self.width, crop_size, stride)
-        self.crop_size, self.pad_value = crop_size, pad_value
+        self.padded = _pad_to(image, *crop, pad_value)
+        self.windows = _windows(self.height, self.width, crop, stride)
+        self.crop_size, self.pad_value = crop, pad_value
         self.total = self.count = None
         self.remaining = len(self.windows)
 
     def crop(self, index: int) -> Tensor:
         h0, h1, w0, w1 = self.windows[index]
-        return _pad_to(self.padded[..., h0:h1, w0:w1], self.crop_size, self.crop_size, self.pad_value)
+        return _pad_to(self.padded[..., h0:h1, w0:w1], *self.crop_size, self.pad_value)
 
     def add(self, index: int, maps: Tensor) -> None:
         h0, h1, w0, w1 = self.windows[index]
@@ -186,7 +196,8 @@ def _fill(model: Callable, scaled: Sequence[_ScaleMaps], flip: bool, accumulate:
 def sliding_window_logits(model: Callable, image: Tensor, crop_size: int, stride: int, flip: bool = False,
                           pad_value: Sequence[float] = IMAGENET_BLACK, max_batch: int = 8) -> Tensor:
     """B×C×H×W → B×K×H×W, logits (averaged over flips) averaged over crop×crop windows with the given stride."""
-    (maps,) = _fill(model, [_ScaleMaps(image, crop_size, stride, pad_value)], flip, "logits", max_batch)
+    (maps,) = _fill(model, [_ScaleMaps(image, crop_hw(crop_size), (stride, stride), pad_value)], flip, "logits",
+                    max_batch)
     return maps[0]
 
 
@@ -199,7 +210,7 @@ def scaled_size(height: int, width: int, base_size: int, scale: float) -> tuple[
 
 
 def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], base_size: int,
-                       crop_size: int, stride_ratio: float = 2.0 / 3.0, flip: bool = True,
+                       crop_size: int | Sequence[int], stride_ratio: float = 2.0 / 3.0, flip: bool = True,
                        accumulate: str = "release_exp_sum", align_corners: bool = True,
                        pad_value: Sequence[float] = IMAGENET_BLACK, max_batch: int = 8) -> Tensor:
     """The paper's multi-scale (+ flip) sliding-window scores, B×K×H×W at the input's size.
@@ -213,9 +224,10 @@ def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], 
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, found {max_batch} (config key eval.max_batch)")
     height, width = image.shape[-2:]
-    stride = max(int(crop_size * stride_ratio), 1)
+    crop = crop_hw(crop_size)
+    stride = tuple(max(int(side * stride_ratio), 1) for side in crop)
     scaled = [_ScaleMaps(F.interpolate(image, size=scaled_size(height, width, base_size, scale), mode="bilinear",
-                                       align_corners=align_corners), crop_size, stride, pad_value)
+                                       align_corners=align_corners), crop, stride, pad_value)
               for scale in scales]
     total = None
     for maps in _fill(model, scaled, flip, accumulate, max_batch):
@@ -228,7 +240,7 @@ def multi_scale_logits(model: Callable, image: Tensor, scales: Sequence[float], 
 
 @torch.no_grad()
 def predict_logits(model: Callable, image: Tensor, scales: Sequence[float] | None = None, flip: bool = False,
-                   base_size: int = 520, crop_size: int = 480, stride_ratio: float = 2.0 / 3.0,
+                   base_size: int = 520, crop_size: int | Sequence[int] = 480, stride_ratio: float = 2.0 / 3.0,
                    accumulate: str = "release_exp_sum", align_corners: bool = True,
                    pad_value: Sequence[float] = IMAGENET_BLACK, max_batch: int = 8) -> Tensor:
     """Full-image logits when ``scales`` is None, else the multi-scale sliding-window scores (see the module)."""

@@ -19,6 +19,8 @@ RESULT_COLUMNS = ["experiment", "row", "seed", "profile", "eval", "metric", "val
 SCALAR_METRICS = ("pixAcc", "mIoU")
 # Generated demo data with object-size bins: mean IoU of the scene-dependent classes near small / large objects.
 SIZE_BIN_METRICS = ("mIoU_small", "mIoU_large")
+# Generated demo data: mean IoU of the scene-dependent classes over the whole split (did the network read the scene).
+SCENE_METRIC = "mIoU_scene"
 # ADE20K's challenge score (PAPER.md §5), derived so that a val run can be set beside the test-server number.
 DERIVED_METRICS = {"final_score": lambda e: (e["pixAcc"] + e["mIoU"]) / 2}
 SINGLE_SCALE = "ss"  # the tag of the default evaluation, stored as eval.json
@@ -100,6 +102,9 @@ def collect_results(refs: Iterable[tuple[str, str | Path, str]], runs_root: str 
         values.update({m: f(values) for m, f in DERIVED_METRICS.items() if set(SCALAR_METRICS) <= set(values)})
         values.update({m: float(log.evals[tag][m]) for m in SIZE_BIN_METRICS
                        if log.evals[tag].get(m) is not None and log.evals[tag][m] == log.evals[tag][m]})
+        scene = log.evals[tag].get(SCENE_METRIC)
+        if scene is not None and scene == scene:  # not NaN
+            values[SCENE_METRIC] = float(scene)
         if set(SIZE_BIN_METRICS) <= set(values):
             # Paired across arms, its difference is "gain on small objects − gain on large ones" (claim 3).
             values["mIoU_small_minus_large"] = values["mIoU_small"] - values["mIoU_large"]

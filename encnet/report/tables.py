@@ -336,6 +336,40 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.iloc[0]:.2f}"
 
 
+@dataclass(frozen=True)
+class Learned:
+    """A learning criterion written before the runs: an arm learned what a claim is about on a seed when
+    ``metric`` ≥ ``threshold``; ``required`` arms must do so on at least ``share`` of their seeds."""
+
+    metric: str
+    threshold: float
+    share: float
+    required: tuple[str, ...]
+    what: str  # e.g. "read the scene"
+
+
+def learning_note(results: pd.DataFrame, labels: Sequence[str], criterion: Learned) -> str | None:
+    """Per row: on how many seeds ``criterion.metric`` ≥ threshold, and whether the required arms met the share."""
+    if results is None or results.empty:
+        return None
+    shown, missed = [], []
+    for label in labels:
+        mine = results[(results["row"] == label) & (results["metric"] == criterion.metric)]
+        if mine.empty:
+            continue
+        values = mine.sort_values("seed")["value"].astype(float)
+        hits = int((values >= criterion.threshold).sum())
+        shown.append(f"{label} {hits}/{len(values)}")
+        if label in criterion.required and hits < criterion.share * len(values):
+            missed.append(label)
+    if not shown:
+        return None
+    verdict = ("met" if not missed else "not met by " + ", ".join(missed))
+    return (f"Learning criterion (written before the runs): an arm {criterion.what} on a seed when "
+            f"{criterion.metric} ≥ {criterion.threshold:g}; {', '.join(criterion.required)} must on ≥ "
+            f"{criterion.share:.0%} of seeds — {verdict}. Seeds that did: " + "; ".join(shown) + ".")
+
+
 def best_validation_note(best: pd.DataFrame, labels: Sequence[str]) -> str | None:
     """The release's checkpoint selection beside the table's last-epoch numbers (ledger: checkpoint_selection).
 
