@@ -22,6 +22,8 @@ def digest(folder):
 @pytest.mark.parametrize(
     "ensure, sizes",
     [(cs.ensure_context_scenes, dict(num_train=10, num_val=4, image_size=48)),
+     (cs.ensure_context_scenes, dict(num_train=6, num_val=3, image_size=64, sizes="small_large", layout="far",
+                                     cue="mixture")),
      (ct.ensure_context_textures, dict(num_train=30, num_test=10))],
 )  # fmt: skip
 def test_generators_are_deterministic_and_atomic(tmp_path, ensure, sizes):
@@ -114,12 +116,12 @@ def test_per_pixel_classifier_cannot_tell_ambiguous_classes_but_scene_is_global(
 # ------------------------------------------------------------------ designs of the demo claims (README "Demo designs")
 
 
-def _scene_features(cue: str, count: int = 400, size: int = 64):
+def _scene_features(cue: str, count: int = 400, size: int = 64, layout: str = "near"):
     """Per image: mean colour and mean colour-gradient magnitude (what global average pooling of simple local
     features sees) and the backdrop's per-channel spread (a distribution statistic); and the scene index."""
     means, spreads, scenes = [], [], []
     for i in range(count):
-        image, _, scene, _ = cs.draw_scene(np.random.default_rng([0, 0, i]), size, cue)
+        image, _, scene, _ = cs.draw_scene(np.random.default_rng([0, 0, i]), size, cue, layout=layout)
         im = image.astype(np.float64)
         gy, gx = np.diff(im, axis=0)[:, :-1], np.diff(im, axis=1)[:-1]
         gradient = np.sqrt((gx**2 + gy**2).sum(-1)).mean()
@@ -139,14 +141,15 @@ def _nearest_centroid_accuracy(features: np.ndarray, labels: np.ndarray) -> floa
     return float((distance.argmin(1) == labels[half:]).mean())
 
 
-def test_mixture_cue_hides_the_scene_from_every_per_image_mean_but_not_from_the_distribution():
-    means, spreads, scenes = _scene_features("mixture")
+@pytest.mark.parametrize("layout", ["near", "far"])  # far: the demo's claim-2 data
+def test_mixture_cue_hides_the_scene_from_every_per_image_mean_but_not_from_the_distribution(layout):
+    means, spreads, scenes = _scene_features("mixture", layout=layout)
     assert len(set(scenes)) == 4
     # Chance is 25 %; 200 held-out images put a 95 % band of about ±6 % around it.
     assert _nearest_centroid_accuracy(means, scenes) < 0.36
     assert _nearest_centroid_accuracy(spreads, scenes) > 0.95
     # The colour cue, for contrast, is read from the mean alone.
-    colour_means, _, colour_scenes = _scene_features("colour")
+    colour_means, _, colour_scenes = _scene_features("colour", layout=layout)
     assert _nearest_centroid_accuracy(colour_means, colour_scenes) > 0.95
 
 

@@ -208,6 +208,8 @@ def experiments(profile: str) -> dict[str, Experiment]:
         _codeword_rows(enc50, mixture, PAPER_NUM_CODES if demo else NUM_CODES, arm("codewords"), se_loss=demo),
         seeds=seeds,
         directions=tuple(Direction(f"K={k}", "K=0", "mIoU", controls) for k in PAPER_NUM_CODES if k),
+        # The demo also plots mIoU_scene: whether each arm read the scene (the learning criterion, ≥ 50).
+        metrics=("pixAcc", "mIoU", "mIoU_scene") if demo else ("pixAcc", "mIoU"),
         # Linear K axis: K = 0 has no place on a log axis.
         figure={"xlabel": "number of codewords K (0: global average pooling)", "chosen": float(CHOSEN_NUM_CODES),
                 "chosen_label": "paper: K = 32", "log2_x": False,

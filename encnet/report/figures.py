@@ -121,8 +121,8 @@ def plot_sweep(points: pd.DataFrame, name: str, title: str, xlabel: str, chosen:
                     markerfacecolor="white", markeredgecolor="tab:blue", zorder=3,
                     label="reproduced, extra point (not in the paper)")
         ax.axvline(at[float(chosen)], color="tab:red", linestyle="--", linewidth=1, label=chosen_label)
-        if paper is not None:
-            theirs = paper[paper["metric"] == metric]
+        theirs = paper[paper["metric"] == metric] if paper is not None else None
+        if theirs is not None and not theirs.empty:  # (the demo's mIoU_scene has no paper curve)
             target = ax if profile == "paper" else ax.twinx()
             target.plot([at[x] for x in theirs["x"]], theirs["value"], color="tab:gray", linestyle=":",
                         marker="s", markersize=4, label=PLOT_LABEL)
