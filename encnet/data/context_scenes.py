@@ -240,8 +240,8 @@ def image_height(image_size: int, layout: str = "near") -> int:
     """Rows of an image: ``image_size``, or with ``layout="far"`` the band, ``FAR_GAP`` and the objects' rows."""
     if layout == "near":
         return image_size
-    band = max(1, round(BAND_FRACTION * image_size))
-    return band + FAR_GAP + image_size - band - max(1, round(GAP_FRACTION * image_size))
+    # The near image with its band-to-object gap widened to FAR_GAP.
+    return image_size - max(1, round(GAP_FRACTION * image_size)) + FAR_GAP
 
 
 def draw_scene(rng: np.random.Generator, image_size: int, cue: str = "colour", sizes: str = "one",
