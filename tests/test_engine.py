@@ -52,10 +52,10 @@ def _interrupt_at_iteration_3(monkeypatch, config, run_dir):
     """Train ``config`` into ``run_dir`` and Ctrl-C it at iteration 3; the real schedule is put back after."""
     real_lr_at = train_module.lr_at
 
-    def interrupt(schedule, base, it, total, power):
+    def interrupt(schedule, base, it, *rest):
         if it == 3:
             raise KeyboardInterrupt
-        return real_lr_at(schedule, base, it, total, power)
+        return real_lr_at(schedule, base, it, *rest)
 
     monkeypatch.setattr(train_module, "lr_at", interrupt)
     with pytest.raises(KeyboardInterrupt):

@@ -73,10 +73,10 @@ def signal_at(monkeypatch, iteration: int, signum=signal.SIGTERM) -> None:
     """Deliver a real signal to this process when the loop reaches global iteration ``iteration``."""
     real = train_module.lr_at
 
-    def lr_at(schedule, base, it, total, power):
+    def lr_at(schedule, base, it, *rest):
         if it == iteration:
             os.kill(os.getpid(), signum)
-        return real(schedule, base, it, total, power)
+        return real(schedule, base, it, *rest)
 
     monkeypatch.setattr(train_module, "lr_at", lr_at)
 
@@ -224,10 +224,10 @@ def test_checkpoint_every_iters_writes_mid_epoch_checkpoints(four_iteration_epoc
     assert runs.run_id(config) == runs.run_id(load_config(four_iteration_epochs))  # not part of the run id
     real = train_module.lr_at
 
-    def crash_at_iteration_6(schedule, base, it, total, power):
+    def crash_at_iteration_6(schedule, base, it, *rest):
         if it == 6:
             raise KeyboardInterrupt
-        return real(schedule, base, it, total, power)
+        return real(schedule, base, it, *rest)
 
     monkeypatch.setattr(train_module, "lr_at", crash_at_iteration_6)
     with pytest.raises(KeyboardInterrupt):
@@ -419,11 +419,11 @@ def test_an_unreadable_file_stops_training_with_its_path_and_keeps_the_checkpoin
     folder = next((tmp_path / "private_data").rglob(which))
     real = train_module.lr_at
 
-    def corrupt_after_epoch_1(schedule, base, it, total, power):
+    def corrupt_after_epoch_1(schedule, base, it, *rest):
         if it == 1:  # last iteration of epoch 1: its batches are loaded; epoch 2 reads the damaged files
             for path in sorted(folder.glob("train_*")):
                 truncate(path)
-        return real(schedule, base, it, total, power)
+        return real(schedule, base, it, *rest)
 
     monkeypatch.setattr(train_module, "lr_at", corrupt_after_epoch_1)
     with pytest.raises(UnreadableFileError) as stopped:
@@ -442,10 +442,10 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one_and_resumes_ex
     config = load_config(four_iteration_epochs, ["train.epochs=3"])
     real = train_module.lr_at
 
-    def crash_in_epoch_3(schedule, base, it, total, power):
+    def crash_in_epoch_3(schedule, base, it, *rest):
         if it == 9:
             raise KeyboardInterrupt
-        return real(schedule, base, it, total, power)
+        return real(schedule, base, it, *rest)
 
     monkeypatch.setattr(train_module, "lr_at", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):

@@ -159,7 +159,7 @@ def test_tiny_demo_experiment_trains_evaluates_and_reuses_its_run(tmp_path, monk
     monkeypatch.setenv("ENCNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ENCNET_NO_PROGRESS", "1")
     args = ["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path), "--set", "train.epochs=1",
-            "train.batch_size=4",
+            "train.warmup_epochs=0", "train.batch_size=4",
             "data.options={seed: 0, num_train: 4, num_val: 2, image_size: 64}"]
     assert main("pcontext", args) == 0
     (run_dir,) = list((tmp_path / "runs" / "demo").glob("*/*/DONE"))

@@ -37,3 +37,26 @@ def test_effective_lr_scales_linearly_with_batch_as_the_paper():
     assert effective_lr(TrainConfig(base_lr=0.001, batch_size=16)) == pytest.approx(0.001)
     assert effective_lr(TrainConfig(base_lr=0.001, batch_size=32)) == pytest.approx(0.002)
     assert effective_lr(TrainConfig(base_lr=0.004, batch_size=4)) == pytest.approx(0.001)
+
+
+def test_warmup_ramps_linearly_then_follows_the_schedule():
+    # Closed form: rate(it) · (it + 1) / w for it < w, rate(it) after; checked for both schedules.
+    base, total, w = 0.2, 40, 10
+    for schedule, rate in (("poly", lambda it: base * math.pow(1.0 - it / total, 0.9)),
+                           ("cosine", lambda it: 0.5 * base * (1.0 + math.cos(math.pi * it / total)))):
+        for it in range(total + 1):
+            want = rate(it) * ((it + 1) / w if it < w else 1.0)
+            assert lr_at(schedule, base, it, total, warmup_iters=w) == pytest.approx(want, rel=1e-14, abs=0)
+    assert lr_at("poly", base, 0, total, warmup_iters=w) == pytest.approx(base / w)  # not 0: no wasted step
+    assert lr_at("poly", base, 5, total, warmup_iters=0) == lr_at("poly", base, 5, total)
+
+
+def test_a_warmup_as_long_as_the_run_is_a_config_error(tmp_path):
+    from encnet.engine.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: segmentation\ntrain: {epochs: 4, warmup_epochs: 4}\n")
+    with pytest.raises(ConfigError, match="warmup_epochs=4 is not below train.epochs=4.*shorten its warm-up"):
+        load_config(path)
+    path.write_text("task: segmentation\ntrain: {epochs: 4, warmup_epochs: 3}\n")
+    assert load_config(path).train.warmup_epochs == 3

@@ -108,6 +108,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_schedule: Literal["poly", "cosine"] = "poly"
     poly_power: float = 0.9
+    warmup_epochs: int = 0  # linear lr warm-up over the first N epochs (encnet.engine.schedules); the paper: none
     se_weight: float = 0.2
     aux_weight: float = 0.2
     amp: bool = False  # CUDA only; ignored with a warning on CPU. The release trained in float32 (ledger)
@@ -382,6 +383,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.weight_decay", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
     ("train.poly_power", lambda v: 0 < v < math.inf, "> 0 and finite"),
+    ("train.warmup_epochs", lambda v: v >= 0, "≥ 0 (0: no warm-up)"),
     ("train.se_weight", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
     ("train.aux_weight", lambda v: 0 <= v < math.inf, "≥ 0 and finite"),
     ("train.checkpoint_every", lambda v: v >= 1, "≥ 1"),
@@ -415,6 +417,10 @@ def validate(config: Config, source: str = "<config>") -> None:
         if not ok(value):
             raise ConfigError(f"{source}: {key}={value!r} is out of range: it must be {want}")
     d, e = config.data, config.eval
+    if config.train.warmup_epochs >= config.train.epochs > 0:
+        raise ConfigError(f"{source}: train.warmup_epochs={config.train.warmup_epochs} is not below train.epochs="
+                          f"{config.train.epochs}: the run would end before its learning rate was warmed up; "
+                          f"shortening a run, shorten its warm-up too (train.warmup_epochs=0: none)")
     if d.scale_min > d.scale_max:
         raise ConfigError(f"{source}: data.scale_min={d.scale_min!r} is above data.scale_max={d.scale_max!r}")
     if config.task == "segmentation" and e.crop_size is None and not isinstance(d.crop_size, int):

@@ -77,7 +77,7 @@ _SECTIONS_NOT_IN_HASH = ("eval",)
 # changes the trajectory: each loader worker draws the augmentations from its own generator (seeded per worker
 # id), and with 0 workers they come from the main process's, so 0, 1 and 2 workers train on different crops; a
 # resume with another count would mix two trajectories in one folder, and is refused as another config.
-_HASHED_ONLY_WHEN_ON = (("train", "channels_last"), ("data", "workers"))
+_HASHED_ONLY_WHEN_ON = (("train", "channels_last"), ("data", "workers"), ("train", "warmup_epochs"))
 
 
 def _init_identity(init_from: str) -> str:

@@ -503,7 +503,7 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
         for i in range(skip, iters_per_epoch):
             images, targets = _next_batch(batches)
             it = epoch * iters_per_epoch + i
-            current = lr_at(t.lr_schedule, lr, it, total_iters, t.poly_power)
+            current = lr_at(t.lr_schedule, lr, it, total_iters, t.poly_power, t.warmup_epochs * iters_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = current * group["lr_mult"]
             images = images.to(ctx.device, non_blocking=True)

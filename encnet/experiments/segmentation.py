@@ -271,8 +271,10 @@ def _voc(profile: str, enc50: str) -> Experiment:
     demo = profile == "demo"
     coco = "context_scenes_pretrain_encnet.yaml" if demo else "voc_coco_encnet_r101.yaml"
     aug = enc50 if demo else "voc_aug_encnet_r101.yaml"
-    # Demo stage 3: a short fine-tune at a tenth of the learning rate, as the paper's trainval stage.
-    trainval, tv = (enc50, ("train.base_lr=0.02", "train.epochs=2")) if demo else ("voc_trainval_encnet_r101.yaml", ())
+    # Demo stage 3: a short fine-tune at a tenth of the learning rate, as the paper's trainval stage (no warm-up:
+    # it starts from trained weights).
+    demo_tv = ("train.base_lr=0.04", "train.epochs=2", "train.warmup_epochs=0")
+    trainval, tv = (enc50, demo_tv) if demo else ("voc_trainval_encnet_r101.yaml", ())
     server = "test server (stage trained: submit its checkpoint)"
     rows = (
         Row("train_aug (val)", aug, eval="ms"),
@@ -628,7 +630,8 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many single-process runs side by side (CPU demo: one per core)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1")
+                        help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1 "
+                             "train.warmup_epochs=0")
     parser.add_argument("--follow", choices=("paper", "release"), default=None,
                         help="put every run on this side of every ledger entry (configs/discrepancies.yaml) that "
                              "applies to it; release = v0.5.0, the recipe behind the model-zoo weights. Default: "
