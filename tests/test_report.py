@@ -17,7 +17,8 @@ import pytest
 
 from encnet.report import cifar, figures, runlogs, tables
 from encnet.report.reported import PLOT_LABEL, REPORTED_CSV, UNVERIFIED_MARK, load_reported
-from encnet.experiments.segmentation import experiments, write_outputs
+from encnet.experiments.outputs import write_outputs
+from encnet.experiments.segmentation import experiments
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = FIXTURES / "runs"
