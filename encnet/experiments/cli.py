@@ -56,8 +56,8 @@ def report_user_error(err: BaseException, args: argparse.Namespace) -> int:
     """Print a fixable error (missing dataset, bad config, failed run) without a traceback; exit status 2."""
     print(f"error: {err}", file=sys.stderr)
     if args.profile == "paper" and not args.data_root and isinstance(err, FileNotFoundError):
-        print("hint: the paper profile reads the real datasets: pass --data-root DIR (see README, 'Preparing the "
-              "real datasets')", file=sys.stderr)
+        print("hint: the paper profile reads the real datasets: pass --data-root DIR (docs/paper_profile.md, "
+              "'Preparing the real datasets')", file=sys.stderr)
     return 2
 
 

@@ -26,7 +26,7 @@ from encnet.experiments.experiment import PROFILES, Experiment, Row
 
 # Seeds per demo arm: each row runs the first N of the experiment's seeds (``--seeds`` replaces the list, so a
 # disjoint list reruns the same design), and a direction pairs the seeds its two arms share. N comes from the power
-# plan on a pilot (seeds 10–13, the final design; README "Power"), cut to what the demo's time allows.
+# plan on a pilot (seeds 10–13, the final design; docs/demo.md, "Statistics"), cut to what the demo's time allows.
 DEMO_SEEDS = tuple(range(10))
 DEMO_ARM_SEEDS = {"FCN": 10, "EncNet": 10, "EncNet w/o SE-loss": 6, "EncNet R101": 6, "sweep extra": 2,
                   "codewords": 5}
