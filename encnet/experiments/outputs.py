@@ -48,8 +48,11 @@ def write_outputs(experiment: Experiment, profile: str, refs: Sequence[tuple[str
     comparison = tables.compare(rows, metrics, reported, results, profile)
     table = (tables.whole_table(comparison, rows, reported, experiment.sections, metrics, experiment.metrics,
                                 profile) if experiment.sections else None)
-    best = tables.best_validation_note(runlogs.collect_best_validation(refs, runs_root),
-                                       [r.label for r in experiment.rows])
+    best_runs = runlogs.collect_best_validation(refs, runs_root)
+    best = tables.best_validation_note(best_runs, [r.label for r in experiment.rows])
+    if best is not None:
+        comparison = comparison.assign(best_val_epochs=comparison["row"].map(tables.best_epochs_by_row(best_runs))
+                                       .fillna(""))
     learned = (tables.learning_note(results, [r.label for r in experiment.rows], experiment.learned)
                if experiment.learned is not None else None)
     return tables.write_table(comparison, experiment.name, experiment.title, experiment.caption.strip(), profile,
