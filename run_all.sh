@@ -40,7 +40,7 @@ if [ "$profile" = demo ]; then
     # The demo's tiny convolutions gain nothing from intra-op threads on 2 cores and lose a lot when the
     # cores are busy; one thread also makes a rerun on the same machine give the same numbers. Another CPU may
     # take other kernel paths (vector width, BLAS blocking), so its numbers differ from the committed ones: the
-    # demo's verdicts rest on paired seeds and 95 % intervals, not on bit-identity (README "Reproducibility").
+    # demo's verdicts rest on paired seeds and 95 % intervals, not on bit-identity (docs/demo.md, "Reproducibility").
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
     # ...and two runs train side by side, one per core (reproduce/*.py --jobs).
     # (nproc --all: plain nproc obeys the OMP_NUM_THREADS=1 just set.)

@@ -12,7 +12,7 @@ first trains them, the other only reads the logs.
     python reproduce/figure_cifar_curves.py --from-logs                 # rebuild the figure only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/cli.py).
 """
 
 import sys

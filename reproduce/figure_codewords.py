@@ -11,12 +11,12 @@ outputs from the run logs and encnet/report/reported.csv.
     python reproduce/figure_codewords.py --from-logs                       # rebuild the outputs only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
+--from-logs --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/cli.py).
 """
 
 import sys
 
-from encnet.experiments.segmentation import main
+from encnet.experiments.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("codewords"))

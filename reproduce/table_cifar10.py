@@ -13,7 +13,7 @@ outputs from the run logs and encnet/report/reported.csv.
     python reproduce/table_cifar10.py --from-logs                       # rebuild the outputs only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/cli.py).
 """
 
 import sys

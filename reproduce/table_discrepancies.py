@@ -13,7 +13,7 @@ exceeds the seed-to-seed spread, followed by the ledger itself. Sides whose conf
     python reproduce/table_discrepancies.py --from-logs                       # rebuild the table only
 
 Options shared by every script: --profile {demo,paper} --data-root DIR --gpus N --seeds S [S ...] --dry-run
---from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/segmentation.py).
+--from-logs --jobs N --runs-root DIR --out-dir DIR --set KEY=VALUE [...] (see encnet/experiments/cli.py).
 """
 
 import sys

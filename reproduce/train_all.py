@@ -3,7 +3,7 @@
 
 run_all.sh calls it first in the demo profile so that both cores stay busy until the last run; each
 reproduce/*.py afterwards finds its runs finished and only evaluates and writes. Same options as every
-reproduce script (see encnet/experiments/segmentation.py); --dry-run and --from-logs train nothing.
+reproduce script (see encnet/experiments/cli.py); --dry-run and --from-logs train nothing.
 
     python reproduce/train_all.py --profile demo --jobs 2
 """

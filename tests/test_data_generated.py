@@ -113,7 +113,7 @@ def test_per_pixel_classifier_cannot_tell_ambiguous_classes_but_scene_is_global(
     assert (guess == sv).mean() > 0.95
 
 
-# ------------------------------------------------------------------ designs of the demo claims (README "Demo designs")
+# --------------------------------------------------- designs of the demo claims (docs/demo.md, one per claim)
 
 
 def _scene_features(cue: str, count: int = 400, size: int = 64, layout: str = "near"):

@@ -115,8 +115,8 @@ def test_paper_cost_table_without_results_says_not_measured(tmp_path):
     assert (frame["step_s"] == NOT_MEASURED).all() and (frame["gpu_hours"] == NOT_MEASURED).all()
 
 
-def test_readme_links_the_generated_cost_table():
-    assert "tables/paper_cost.md" in (REPO / "README.md").read_text()
+def test_the_paper_profile_page_links_the_generated_cost_table():
+    assert "(../tables/paper_cost.md)" in (REPO / "docs" / "paper_profile.md").read_text()
     assert (REPO / "tables" / "paper_cost.md").is_file()
 
 

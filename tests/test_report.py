@@ -6,6 +6,7 @@ Regenerate the golden files after an intended layout change with ``ENCNET_UPDATE
 tests/test_report.py`` and review the diff.
 """
 
+import io
 import json
 import math
 import os
@@ -17,7 +18,8 @@ import pytest
 
 from encnet.report import cifar, figures, runlogs, tables
 from encnet.report.reported import PLOT_LABEL, REPORTED_CSV, UNVERIFIED_MARK, load_reported
-from encnet.experiments.segmentation import experiments, write_outputs
+from encnet.experiments.outputs import write_outputs
+from encnet.experiments.segmentation import experiments
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = FIXTURES / "runs"
@@ -281,8 +283,11 @@ def test_best_validation_note_gives_the_releases_choice_beside_the_last_epoch(tm
     # Hand oracle (fixture README): by (pixAcc + mIoU) / 2, seed 0 peaks at epoch 2 (79 / 50, score 64.5 > 63 at
     # epoch 3), seed 1 at its last epoch 3 (78.5 / 48.5). Mean pixAcc 78.75, sample std 0.5 / sqrt(2) = 0.354;
     # mIoU 49.25, std 1.5 / sqrt(2) = 1.061.
-    assert ("EncNet pixAcc 78.75 ± 0.35, mIoU 49.25 ± 1.06 (best epoch: 2 of 3 for seed 0, 3 of 3 for seed 1)"
-            in note)
+    assert "EncNet pixAcc 78.75 ± 0.35, mIoU 49.25 ± 1.06 (epochs 2–3 of 3)" in note
+    # Each seed's epoch goes to the CSV, not the prose.
+    csv = pd.read_csv(tmp_path / "tables" / "ablation_demo.csv", keep_default_na=False)
+    assert set(csv.loc[csv["row"] == "EncNet", "best_val_epochs"]) == {"0:2;1:3"}
+    assert set(csv.loc[csv["row"] == "FCN", "best_val_epochs"]) == {""}
     assert "EncNet R101 pixAcc 78.75 ± 0.35" in note  # the demo's R101 row is the same runs
     # FCN and w/o SE-loss logged no validation; the MS+flip row's only run is unfinished: all left out.
     assert "FCN" not in note and "w/o SE-loss" not in note and "MS+flip" not in note
@@ -304,7 +309,10 @@ def test_best_validation_note_for_one_seed_and_none_without_logged_validation():
     # FCN logged no validation and there is no eval_ms.json: as in the table, those rows have nothing to show.
     assert best["row"].tolist() == ["EncNet", "MS"]
     note = tables.best_validation_note(best, ["FCN", "EncNet"])
-    assert note.endswith(": EncNet pixAcc 79.00, mIoU 50.00 (best epoch: 2 of 3).")
+    assert note.endswith(": EncNet pixAcc 79.00, mIoU 50.00 (epoch 2 of 3).")
+    last = best.assign(best_val_epoch=3)
+    assert tables.best_validation_note(last, ["EncNet"]).endswith("(the last epoch on every seed).")
+    assert tables.best_epochs_by_row(best) == {"EncNet": "0:2", "MS": "0:2"}
     assert tables.best_validation_note(best, ["FCN"]) is None
     assert tables.best_validation_note(runlogs.collect_best_validation([("FCN", DEMO / "seed0-fmtfcn", "ss")]),
                                        ["FCN"]) is None
@@ -326,8 +334,9 @@ def test_tables_without_logged_validation_have_no_best_note_and_the_same_layout(
         without = (tmp_path / "without" / "tables" / f"ablation_demo.{suffix}").read_text()
         with_ = (tmp_path / "with" / "tables" / f"ablation_demo.{suffix}").read_text()
         assert "Best validation" not in without
-        if suffix == "csv":
-            assert without == with_  # the tidy numbers are the last epoch's either way
+        if suffix == "csv":  # the tidy numbers are the last epoch's either way; with validation, each seed's best
+            assert pd.read_csv(io.StringIO(without)).equals(
+                pd.read_csv(io.StringIO(with_)).drop(columns="best_val_epochs"))
         elif suffix == "md":
             assert without.splitlines() == [l for l in with_.splitlines() if BEST_NOTE not in l]
         else:  # the note is the first footnote under the tabular

@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from encnet.experiments.segmentation import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments, main, plan, write_outputs
+from encnet.experiments.cli import main
+
+from encnet.experiments.outputs import write_outputs
+
+from encnet.experiments.planning import plan
+
+from encnet.experiments.segmentation import CHOSEN_NUM_CODES, CHOSEN_SE_WEIGHT, experiments
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["ablation", "se_weight", "codewords", "pcontext", "voc", "ade20k"]
@@ -190,7 +196,7 @@ def test_scripts_are_thin_entry_points():
 
 
 def test_missing_dataset_is_a_one_block_error_with_the_data_root_hint(tmp_path, capsys):
-    from encnet.experiments.segmentation import main
+    from encnet.experiments.cli import main
 
     rc = main("ablation", ["--profile", "paper", "--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -228,7 +234,7 @@ def test_a_row_with_fewer_seeds_runs_the_first_ones_and_its_direction_pairs_thos
     runs, by_row = plan(experiment, "demo", (5, 6, 7), tmp_path)
     assert {s for (label, s) in by_row if label == "FCN"} == {5, 6}
     assert {s for (label, s) in by_row if label == "EncNet"} == {5, 6, 7}
-    from encnet.experiments.segmentation import result_refs
+    from encnet.experiments.outputs import result_refs
 
     refs = result_refs(experiment, by_row, (5, 6, 7))
     assert sum(label == "FCN" for label, _, _ in refs) == 2 and sum(label == "EncNet" for label, _, _ in refs) == 3

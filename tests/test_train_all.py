@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from encnet.experiments import cifar, discrepancies_table, segmentation, train_all
-from encnet.experiments.segmentation import experiments, parse_args, plan
+from encnet.experiments import cifar, discrepancies_table, train_all
+from encnet.experiments.cli import parse_args
+from encnet.experiments.experiment import REPO
+from encnet.experiments.planning import plan
+from encnet.experiments.segmentation import experiments
 
 
 def every_scripts_runs(profile, runs_root):
@@ -48,6 +51,6 @@ def test_pool_trains_the_unfinished_runs_only_and_leaves_evaluations_to_the_scri
 
 
 def test_run_all_trains_the_demo_pool_before_the_scripts():
-    text = (Path(segmentation.REPO) / "run_all.sh").read_text()
+    text = (Path(REPO) / "run_all.sh").read_text()
     assert 'scripts=(train_all "${scripts[@]}")' in text
-    assert len((Path(segmentation.REPO) / "reproduce" / "train_all.py").read_text().splitlines()) <= 30
+    assert len((Path(REPO) / "reproduce" / "train_all.py").read_text().splitlines()) <= 30

@@ -29,7 +29,7 @@ identically distributed in all four scenes, so a per-pixel (1×1) or small-recep
 best guess among four (25%); the scene itself is trivially recognisable from the image as a whole (the mean
 colour of the backdrop). ``ring`` and ``cross`` are scene-independent controls that local features solve.
 
-Two options put the mechanisms of two further claims at play (designed before any run; README "Demo designs")::
+Two options put the mechanisms of two further claims at play (designed before any run; docs/demo.md)::
 
     cue="colour"  (default) the backdrop's mean colour tells the scene (claims 1, 3–5).
     cue="mixture" claim 2, Encoding Layer > global average pooling (Figure 5, K = 0 vs 16 vs 32): the backdrop

@@ -10,7 +10,7 @@ and the sampler position are checkpointed at the end of each epoch (and every ``
 iterations, and when SIGTERM / SIGUSR1 asks the run to stop), so a stopped run resumed with ``--resume``
 produces the same weights and metrics as an uninterrupted one (bit for bit on CPU).
 
-Failures (README "Failures and pre-emption"): a ``LOCK`` file keeps a second process out of the run folder;
+Failures (docs/reliability.md): a ``LOCK`` file keeps a second process out of the run folder;
 SIGTERM / SIGUSR1 write a checkpoint at the next iteration boundary and exit with status 75 (requeue);
 a dead rank stops the others with a message naming it; an unreadable image stops the run with its path.
 

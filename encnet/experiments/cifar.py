@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from encnet.experiments.segmentation import REPO, Experiment, PlannedRun, Row, guarded, parse_args, run_experiment
+from encnet.experiments.cli import guarded, parse_args, run_experiment
+
+from encnet.experiments.experiment import REPO, Experiment, Row
+
+from encnet.experiments.planning import PlannedRun
 
 TABLE, CURVES = "cifar10", "cifar_curves"
 TITLE = "CIFAR-10 test error and parameters: EncNet against SE-ResNet and ResNet (paper §3.5, Table 6)"

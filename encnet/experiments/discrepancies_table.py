@@ -7,7 +7,7 @@ paper's value and with the release's value of the switch, for the same seeds, th
 exceeds the seed-to-seed spread, followed by the ledger itself. Sides whose configs coincide are one run folder
 (the side the suite's defaults follow is the plain base config), trained once and shared with the other tables.
 
-The command line is ``encnet.experiments.segmentation``'s, shared by every reproduce script.
+The command line is ``encnet.experiments.cli``'s, shared by every reproduce script.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from encnet.experiments import segmentation
+from encnet.experiments.cli import guarded, parse_args
+from encnet.experiments.execution import execute
+from encnet.experiments.experiment import Experiment, Row
+from encnet.experiments.planning import PlannedRun, describe, ledger_line, ledger_summary, plan
 from encnet.experiments.discrepancies import (Measurement, effects, evaluation_only, format_value, ledger_table,
                                               load_ledger, measurements)
 from encnet.report.runlogs import SINGLE_SCALE, read_run
@@ -30,12 +33,12 @@ SEP = " | "  # row label of one side in the driver: "<row> | <side>"
 TITLE = "Paper vs released code: the effect of each difference"
 
 
-def experiment(sides: list[Measurement], seeds: tuple[int, ...]) -> segmentation.Experiment:
-    rows = tuple(segmentation.Row(f"{m.row}{SEP}{m.side}", m.base.name, m.overrides) for m in sides)
-    return segmentation.Experiment("discrepancies", TITLE, "", rows, seeds=seeds)
+def experiment(sides: list[Measurement], seeds: tuple[int, ...]) -> Experiment:
+    rows = tuple(Row(f"{m.row}{SEP}{m.side}", m.base.name, m.overrides) for m in sides)
+    return Experiment("discrepancies", TITLE, "", rows, seeds=seeds)
 
 
-def missing_weights(run: segmentation.PlannedRun) -> str | None:
+def missing_weights(run: PlannedRun) -> str | None:
     """The local weights file a run needs and does not find (the authors' ResNet-50s), if any."""
     pretrained = run.config.model.pretrained
     if pretrained in ("none", "imagenet", "") or Path(pretrained).expanduser().is_file():
@@ -143,8 +146,8 @@ def write(profile: str, table: pd.DataFrame, shown: pd.DataFrame, ledger, text: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = segmentation.parse_args("discrepancies", argv)
-    return segmentation.guarded(args, lambda: _main(args))
+    args = parse_args("discrepancies", argv)
+    return guarded(args, lambda: _main(args))
 
 
 def planned(args) -> tuple:
@@ -153,7 +156,7 @@ def planned(args) -> tuple:
     sides = measurements(ledger, args.profile)
     seeds = tuple(args.seeds or ledger.profiles.get(args.profile, {}).get("seeds", (0, 1, 2)))
     exp = experiment(sides, seeds)
-    runs, by_row = segmentation.plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
+    runs, by_row = plan(exp, args.profile, seeds, args.runs_root, args.data_root, args.set,
                                      follow=args.follow)
     blocked = {run.run_dir: missing_weights(run) for run in runs if missing_weights(run) and not run.finished}
     return ledger, sides, seeds, runs, by_row, blocked
@@ -167,10 +170,10 @@ def _main(args) -> int:
     if args.dry_run:
         print(f"{TITLE} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} distinct run(s), "
               f"{sum(not r.finished for r in runs)} to run")
-        print(segmentation.ledger_summary(args.follow))
+        print(ledger_summary(args.follow))
         for run in runs:
-            print(segmentation.describe(run))
-            print(segmentation.ledger_line(run))
+            print(describe(run))
+            print(ledger_line(run))
         for entry in ledger:
             if args.profile == "paper" and entry.paper_note and any(m.entry == entry.id for m in sides):
                 print(f"note on {entry.id}: {entry.paper_note}")
@@ -179,7 +182,7 @@ def _main(args) -> int:
         for line in skipped:
             print(f"skipped: {line}")
         todo = [run for run in runs if run.run_dir not in blocked]
-        segmentation.execute(todo, args.gpus, args.runs_root,
+        execute(todo, args.gpus, args.runs_root,
                              progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), jobs=args.jobs)
     table = effects(results(sides, by_row, seeds))
     base = ledger.profiles.get("demo", {}).get("base", "")

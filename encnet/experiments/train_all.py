@@ -16,7 +16,13 @@ import os
 import time
 from typing import Sequence
 
-from encnet.experiments.segmentation import PlannedRun, execute, experiments, guarded, parse_args, plan
+from encnet.experiments.cli import guarded, parse_args
+
+from encnet.experiments.execution import execute
+
+from encnet.experiments.planning import PlannedRun, plan
+
+from encnet.experiments.segmentation import experiments
 
 
 def planned_runs(args) -> list[PlannedRun]:

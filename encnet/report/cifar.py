@@ -290,9 +290,8 @@ def write_error_table(comparison: pd.DataFrame, name: str, title: str, caption: 
     notes = list(notes)
     if any((comparison[f"verified {s}"] == "no").any() for s in _sources(comparison)):
         notes.append(UNVERIFIED_FOOTNOTE)
-    traced = [f"{r['row']}: {r['runs']}" for _, r in comparison.iterrows() if r["runs"]]
-    if traced:
-        notes.append("Runs (under the runs root): " + "; ".join(traced) + ".")
+    if (comparison["runs"].astype(str) != "").any():
+        notes.append("The runs behind each row (under the runs root) are in the CSV's runs column.")
     table = display_errors(comparison, profile) if reported is None else display_whole(comparison, reported, profile)
     return write_table_files(table, comparison, stem, title, caption, notes, out_dir,
                              pd.DataFrame(list(checks), columns=DIRECTION_COLUMNS) if checks else None)

@@ -374,25 +374,33 @@ def best_validation_note(best: pd.DataFrame, labels: Sequence[str]) -> str | Non
     """The release's checkpoint selection beside the table's last-epoch numbers (ledger: checkpoint_selection).
 
     ``best`` is ``runlogs.collect_best_validation`` output. Per row of ``labels``: mean ± sample std over seeds
-    of the best epoch's pixAcc and mIoU, and which epoch each seed chose. Rows without logged validation are left
-    out; ``None`` when no row has any, so tables of runs that never logged it are unchanged.
+    of the best epoch's pixAcc and mIoU, and the range of the epochs the seeds chose (each seed's epoch is in the
+    CSV, :func:`best_epochs_by_row`). Rows without logged validation are left out; ``None`` when no row has any,
+    so tables of runs that never logged it are unchanged.
     """
     shown = []
     for label in labels:
-        mine = best[best["row"] == label].sort_values("seed")
+        mine = best[best["row"] == label]
         if mine.empty:
             continue
-        epochs = ", ".join(f"{int(r['best_val_epoch'])} of {int(r['epochs'])}"
-                           + (f" for seed {int(r['seed'])}" if len(mine) > 1 else "") for _, r in mine.iterrows())
+        first, last = int(mine["best_val_epoch"].min()), int(mine["best_val_epoch"].max())
+        of = int(mine["epochs"].max())
+        chosen = ("the last epoch on every seed" if first == last == of
+                  else f"epoch {first} of {of}" if first == last else f"epochs {first}–{last} of {of}")
         shown.append(f"{label} pixAcc {_mean_std(mine['best_val_pixAcc'])}, mIoU {_mean_std(mine['best_val_mIoU'])} "
-                     f"(best epoch: {epochs})")
+                     f"({chosen})")
     if not shown:
         return None
-    return ("Best validation epoch, the release's checkpoint selection (largest (pixAcc + mIoU) / 2 on val; ledger "
-            "entry checkpoint_selection); the table shows the last epoch. These are the training-time "
-            "single-scale monitoring numbers on val (`best_val_*` in metrics.jsonl), single-scale also beside a "
-            "multi-scale row; rows "
-            "without logged validation are left out: " + "; ".join(shown) + ".")
+    return ("Best validation epoch, the release's checkpoint selection (largest (pixAcc + mIoU) / 2 of the "
+            "single-scale monitoring on val; ledger entry checkpoint_selection); the table shows the last epoch. "
+            "Each seed's epoch is in the CSV's best_val_epochs: " + "; ".join(shown) + ".")
+
+
+def best_epochs_by_row(best: pd.DataFrame) -> dict[str, str]:
+    """``{row: "seed:epoch;..."}``: each seed's best validation epoch, for the table's CSV."""
+    return {row: ";".join(f"{int(r['seed'])}:{int(r['best_val_epoch'])}"
+                          for _, r in group.sort_values("seed").iterrows())
+            for row, group in best.groupby("row", sort=False)}
 
 
 def footnotes(comparison: pd.DataFrame, checks: pd.DataFrame | None = None,
@@ -403,10 +411,8 @@ def footnotes(comparison: pd.DataFrame, checks: pd.DataFrame | None = None,
         out += [direction_note(c) for _, c in checks.iterrows()]
     if (comparison["verified"] == "no").any():
         out.append(UNVERIFIED_FOOTNOTE)
-    runs = comparison.drop_duplicates("row")
-    traced = [f"{r['row']}: {r['runs']}" for _, r in runs.iterrows() if r["runs"]]
-    if traced:
-        out.append("Runs (under the runs root): " + "; ".join(traced) + ".")
+    if (comparison["runs"].astype(str) != "").any():
+        out.append("The runs behind each row (under the runs root) are in the CSV's runs column.")
     return out
 
 

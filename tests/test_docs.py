@@ -1,0 +1,158 @@
+"""The README and docs/ as a reader uses them: every relative link resolves, every quoted command is one the code
+accepts, and the verdict tables hold what the committed run's CSVs say.
+
+A quoted command is checked the way the code itself would take it: the program exists (a module, a script, a file
+of this repository), its ``--help`` runs and names every option the command passes, every repository path it
+names exists, ``key=value`` overrides of ``encnet.train`` load with the config they follow (unknown keys and
+out-of-range values are errors there), and a command that asks for ``--dry-run`` is run as quoted.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from encnet.engine.config import load_config
+from encnet.report import verdicts
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
+# Programs of other projects that a page may quote: not this code's to accept.
+EXTERNAL = {".venv/bin/pip", ".venv/bin/jupyter", "pip", "sudo"}
+# Placeholders a reader replaces: paths under them are not expected in a checkout.
+PLACEHOLDERS = ("RUN_ID", "RUN_DIR", "/data", "~/", "/shared/", "weights/", "runs/")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = FENCE.sub("", page.read_text())
+    return {_slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
+
+
+def _links() -> list[tuple[Path, str]]:
+    found = []
+    for page in PAGES:
+        text = FENCE.sub("", page.read_text())
+        found += [(page, target) for target in LINK.findall(text)
+                  if not re.match(r"[a-z]+:", target)]  # http:, https:, mailto: are not ours to resolve
+    return found
+
+
+@pytest.mark.parametrize("page,target", _links(), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_every_relative_link_resolves(page, target):
+    path, _, anchor = target.partition("#")
+    resolved = (page.parent / path).resolve() if path else page
+    assert resolved.exists(), f"{page.relative_to(REPO)}: link {target!r} points to nothing ({resolved})"
+    if anchor and resolved.suffix == ".md":
+        assert anchor in _anchors(resolved), (f"{page.relative_to(REPO)}: link {target!r}: no heading with that "
+                                              f"anchor in {resolved.relative_to(REPO)}")
+
+
+def _commands() -> list[tuple[Path, str]]:
+    """Every command line of every ```bash block (continuations joined, comments dropped, ``&&`` split)."""
+    found = []
+    for page in PAGES:
+        for block in FENCE.findall(page.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                command: list[str] = []
+                for word in [*words, "&&"]:
+                    if word == "&&":
+                        if command:
+                            found.append((page, shlex.join(command)))
+                        command = []
+                    else:
+                        command.append(word)
+    return found
+
+
+def _program(words: list[str]) -> tuple[list[str], list[str]]:
+    """(how to start the program with Python or bash, the arguments the quoted command gives it)."""
+    if words[0] == "torchrun":  # torchrun [its options] -m module args: the module is what the suite provides
+        i = words.index("-m")
+        return [sys.executable, "-m", words[i + 1]], words[i + 2:]
+    if words[0] in ("python", ".venv/bin/python"):
+        if words[1] == "-m":
+            return [sys.executable, "-m", words[2]], words[3:]
+        return [sys.executable, words[1]], words[2:]
+    if words[0] in ("bash", "sbatch"):
+        i = 1
+        while words[i].startswith("-"):  # sbatch's own options come before the script
+            i += 2 if words[i] in ("--nodes",) else 1
+        return ["bash", words[i]], words[i + 1:]
+    raise AssertionError(f"a command this test does not know how to check: {shlex.join(words)}")
+
+
+@lru_cache(maxsize=None)
+def _help(program: tuple[str, ...]) -> str:
+    done = subprocess.run([*program, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"`{shlex.join(program)} --help` failed:\n{done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _is_repo_path(word: str) -> bool:
+    return (not word.startswith("-") and "=" not in word and not any(p in word for p in PLACEHOLDERS)
+            and re.search(r"\.(ya?ml|py|sh|sbatch|ipynb|md|pth)$", word) is not None and "*" not in word
+            and "{" not in word)
+
+
+@pytest.mark.parametrize("page,command", _commands(), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_every_quoted_command_is_one_the_code_accepts(page, command):
+    words = shlex.split(command)
+    if words[0] in EXTERNAL:
+        return
+    program, args = _program(words)
+    where = f"{page.relative_to(REPO)}: `{command}`"
+    if program[0] == "bash":
+        assert (REPO / program[1]).is_file(), f"{where}: no file {program[1]}"
+        if program[1] in (".ci/run", "bench/gpu_suite.sh", "scripts/install_peers.sh", "run_tests.sh") or \
+                program[1].endswith(".sbatch"):
+            return  # no --help of their own: the file is what the page promises (CI runs .ci/run itself)
+    if program[1] != "-m":
+        assert (REPO / program[1]).is_file(), f"{where}: no file {program[1]}"
+    text = _help(tuple(program))
+    for option in [a.split("=", 1)[0] for a in args if a.startswith("--")]:
+        assert option in text, f"{where}: {option} is not an option of {program[-1]} (its --help does not name it)"
+    for word in args:
+        if _is_repo_path(word):
+            assert (REPO / word).exists(), f"{where}: {word} does not exist"
+    if program[-1] == "encnet.train" and args and args[0].endswith(".yaml"):
+        overrides = [a for a in args[1:] if "=" in a and not a.startswith("-")]
+        load_config(REPO / args[0], overrides)  # raises, naming the key, on anything a run would refuse
+    if "--dry-run" in args and program[0] != "bash":
+        done = subprocess.run([*program, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{where} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+
+def test_the_verdict_tables_are_the_committed_runs():
+    table = verdicts.verdict_table(REPO / "tables", "demo")
+    for page in (REPO / "README.md", REPO / "docs" / "demo.md"):
+        text = page.read_text()
+        assert verdicts.replace_block(text, table, str(page)) == text, (
+            f"{page.relative_to(REPO)}: the verdicts block differs from tables/*_demo_directions.csv; "
+            "`python -m encnet.report.verdicts --profile demo --update README.md docs/demo.md` rewrites it")
+
+
+def test_the_verdicts_block_is_replaced_whole_and_a_missing_marker_is_an_error():
+    text = f"a\n{verdicts.BEGIN}\nold\nlines\n{verdicts.END}\nb\n"
+    assert verdicts.replace_block(text, "new") == f"a\n{verdicts.BEGIN}\nnew\n{verdicts.END}\nb\n"
+    with pytest.raises(ValueError, match="expected one"):
+        verdicts.replace_block("no markers", "new")
+
+
+def test_the_readme_is_a_five_minute_read():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200
