@@ -67,16 +67,6 @@ def device_tag(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: torch.device) -> dict:
     """Versions, git state and date (from ``encnet.engine.runs.capture_env``) plus what decides CPU timings."""
     from encnet.engine.runs import capture_env
@@ -84,7 +74,7 @@ def machine_info(device: torch.device) -> dict:
     env = capture_env(world_size=1, device=device.type)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": env["cpu_model"],
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

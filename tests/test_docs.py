@@ -154,5 +154,19 @@ def test_the_verdicts_block_is_replaced_whole_and_a_missing_marker_is_an_error()
         verdicts.replace_block("no markers", "new")
 
 
+def test_the_verdict_block_rounds_as_the_figures_do(tmp_path):
+    # A bound of 32.16503 is +32.17 in the figure titles (formatted unrounded); the CSV must keep enough digits
+    # that the block built from it does not print +32.16 (it did, when the CSV held four).
+    import pandas as pd
+    from encnet.report import tables
+
+    checks = pd.DataFrame([{"claim": "K=16 > K=0 (mIoU)", "metric": "mIoU", "reported_gap": 1.4,
+                            "reproduced_gap": 22.10013, "ci_low": 12.03522, "ci_high": 32.16503, "n_pairs": 5,
+                            "verdict": "reproduced"}])
+    tables.write_directions(checks, tables.output_name("codewords", "demo"), tmp_path)
+    (row,) = verdicts.verdict_rows(tmp_path / "tables", "demo")
+    assert row[2] == f"{22.10013:+.2f} [{12.03522:+.2f}, {32.16503:+.2f}]" == "+22.10 [+12.04, +32.17]"
+
+
 def test_the_readme_is_a_five_minute_read():
     assert len((REPO / "README.md").read_text().splitlines()) <= 200

@@ -32,8 +32,10 @@ def test_run_folder_holds_resolved_config_env_metrics_checkpoint_and_eval(tiny_s
     assert load_config(run_dir / "config.yaml") == config
     env = json.loads((run_dir / "env.json").read_text())
     assert env["world_size"] == 1 and env["torch"] == torch.__version__
-    assert {"git_commit", "git_dirty", "device_names", "hostname", "start_time", "effective_lr"} <= set(env)
+    assert {"git_commit", "git_dirty", "device_names", "cpu_model", "hostname", "start_time", "effective_lr"} \
+           <= set(env)
     assert env["effective_lr"] == pytest.approx(0.02 / 16 * 4)
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     records = runs.read_jsonl(run_dir / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert {"iter", "lr", "loss", "loss_main", "loss_aux", "loss_se", "images_per_s", "epoch_time_s",

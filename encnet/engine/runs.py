@@ -45,6 +45,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_text",
     "capture_env",
+    "cpu_model",
     "config_hash",
     "find_runs",
     "is_finished",
@@ -348,6 +349,17 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def capture_env(world_size: int, device: str) -> dict:
     """What ran where: versions, git state, processes and devices, host and start time."""
     import numpy
@@ -373,6 +385,10 @@ def capture_env(world_size: int, device: str) -> dict:
         "device": device,
         "device_names": devices,
         "cpu_threads": torch.get_num_threads(),
+        # Which vector kernels ATen dispatched to: two CPUs that differ here take other summation orders, so the
+        # same run id may log other numbers (docs/demo.md, Reproducibility); this says which case a rerun is.
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "start_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -490,5 +490,7 @@ def write_directions(checks: pd.DataFrame, stem: str, out_dir: str | Path) -> Pa
     """``tables/<stem>_directions.csv``: one line per direction check (read by run_all's summary)."""
     path = Path(out_dir) / "tables" / f"{stem}_directions.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    checks.to_csv(path, index=False, float_format="%.4f")
+    # Six decimals, not the tables' four: the verdict block and run_all's summary print these at two, and a value
+    # stored as 32.1650 prints as 32.16 where the figure, formatting the unrounded 32.16503, says 32.17.
+    checks.to_csv(path, index=False, float_format="%.6f")
     return path
