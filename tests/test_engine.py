@@ -93,6 +93,21 @@ def test_stop_and_resume_equals_uninterrupted_run(tiny_segmentation_config, tmp_
     assert json.loads((resumed / "env.json").read_text())["resumes"][0]["epoch"] == 1
 
 
+def test_a_resume_at_another_thread_count_says_it_leaves_bitwise_reproducibility(
+        tiny_segmentation_config, tmp_path, monkeypatch, capsys):
+    config = load_config(tiny_segmentation_config)
+    _interrupt_at_iteration_3(monkeypatch, config, tmp_path / "run")
+    threads = torch.get_num_threads()
+    capsys.readouterr()
+    try:
+        torch.set_num_threads(threads + 1)
+        train(config, run_dir=tmp_path / "run", resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert f"cpu_threads {threads} → {threads + 1}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["resumes"][0]["cpu_threads"] == threads + 1
+
+
 def test_the_loader_worker_count_is_part_of_the_run_and_a_resume_with_another_is_refused(
         tiny_segmentation_config, tmp_path, monkeypatch):
     # Why it must be: the augmentations come from each worker's generator, or from the main process's with 0.

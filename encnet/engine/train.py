@@ -367,6 +367,13 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
             metrics_path.unlink(missing_ok=True)
         else:
             first = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
+            before = (first.get("resumes") or [first])[-1]
+            # Another thread count or kernel set sums in another order: the run goes on, on another trajectory.
+            changed = [f"{key} {before[key]} → {env[key]}" for key in ("cpu_threads", "cpu_capability", "cpu_model")
+                       if key in before and before[key] != env[key]]
+            if changed:
+                log(ctx, f"note: resuming with {', '.join(changed)}; the run continues but is no longer bitwise "
+                         "reproducible")
             first.setdefault("resumes", []).append({"epoch": start_epoch, "batches_done": start_batch, **env})
             runs.write_json(run_dir / "env.json", first)
             # Epochs logged after the checkpoint will be trained again.
