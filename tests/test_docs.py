@@ -16,10 +16,11 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from encnet.engine.config import load_config
-from encnet.report import verdicts
+from encnet.report import tables, verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -157,9 +158,6 @@ def test_the_verdicts_block_is_replaced_whole_and_a_missing_marker_is_an_error()
 def test_the_verdict_block_rounds_as_the_figures_do(tmp_path):
     # A bound of 32.16503 is +32.17 in the figure titles (formatted unrounded); the CSV must keep enough digits
     # that the block built from it does not print +32.16 (it did, when the CSV held four).
-    import pandas as pd
-    from encnet.report import tables
-
     checks = pd.DataFrame([{"claim": "K=16 > K=0 (mIoU)", "metric": "mIoU", "reported_gap": 1.4,
                             "reproduced_gap": 22.10013, "ci_low": 12.03522, "ci_high": 32.16503, "n_pairs": 5,
                             "verdict": "reproduced"}])

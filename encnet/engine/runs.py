@@ -385,8 +385,8 @@ def capture_env(world_size: int, device: str) -> dict:
         "device": device,
         "device_names": devices,
         "cpu_threads": torch.get_num_threads(),
-        # Which vector kernels ATen dispatched to: two CPUs that differ here take other summation orders, so the
-        # same run id may log other numbers (docs/demo.md, Reproducibility); this says which case a rerun is.
+        # Two CPUs, or two kernel sets (ATen's vector dispatch), take other summation orders, so the same run id
+        # may log other numbers (docs/demo.md, Reproducibility): these say which case a rerun is.
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "hostname": socket.gethostname(),
