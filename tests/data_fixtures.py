@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -178,6 +179,30 @@ def coco(root: Path) -> dict[str, np.ndarray]:
     (root / "annotations" / "instances_train2017.json").write_text(
         json.dumps({"images": images, "annotations": anns, "categories": categories})
     )
+    return expected
+
+
+def coco_archives(stage: Path, src: Path) -> dict[str, np.ndarray]:
+    """The three official COCO 2017 archives of the tiny COCO above, laid out as cocodataset.org publishes them:
+    ``train2017.zip`` (``train2017/<file>.jpg``), ``val2017.zip`` (the first training image again, under
+    ``val2017/``) and ``annotations_trainval2017.zip`` (``annotations/instances_*.json`` and a captions file that
+    ``prepare`` leaves out). ``stage`` gets the unzipped layout; returns the training masks, as ``coco``."""
+    expected = coco(stage)
+    train = json.loads((stage / "annotations" / "instances_train2017.json").read_text())
+    image = train["images"][0]
+    val = {"images": [image], "annotations": [a for a in train["annotations"] if a["image_id"] == image["id"]],
+           "categories": train["categories"]}
+    (stage / "val2017").mkdir()
+    shutil.copy(stage / "train2017" / image["file_name"], stage / "val2017" / image["file_name"])
+    (stage / "annotations" / "instances_val2017.json").write_text(json.dumps(val))
+    (stage / "annotations" / "captions_train2017.json").write_text(json.dumps({"annotations": []}))
+    src.mkdir(parents=True, exist_ok=True)
+    for folder, archive in (("train2017", "train2017.zip"), ("val2017", "val2017.zip"),
+                            ("annotations", "annotations_trainval2017.zip")):
+        with zipfile.ZipFile(src / archive, "w") as zf:
+            zf.writestr(f"{folder}/", "")  # the official archives carry their folder as an entry of its own
+            for path in sorted((stage / folder).iterdir()):
+                zf.write(path, f"{folder}/{path.name}")
     return expected
 
 

@@ -101,8 +101,9 @@ def voc(root: Path, sizes: Sizes = FULL) -> Path:
 
 def coco(root: Path, sizes: Sizes = FULL) -> Path:
     """COCO 2017 (train2017/, val2017/, annotations/instances_*.json) with person, dog and a non-VOC class;
-    every image has more than the 1,000 labelled VOC pixels the dataset's filter asks for."""
-    root = root / "coco"
+    every image has more than the 1,000 labelled VOC pixels the dataset's filter asks for. Written under
+    ``root/coco`` as `prepare coco` lays it out; ``root`` is the data root, as for the other datasets."""
+    data_root, root = root, root / "coco"
     categories = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 10, "name": "traffic light"}]
     per_split: dict[str, dict] = {s: {"images": [], "annotations": [], "categories": categories}
                                   for s in ("train", "val")}
@@ -121,7 +122,7 @@ def coco(root: Path, sizes: Sizes = FULL) -> Path:
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     for split, data in per_split.items():
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
-    return root
+    return data_root
 
 
 def ade20k(root: Path, sizes: Sizes = FULL) -> Path:

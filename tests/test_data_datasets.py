@@ -104,7 +104,9 @@ def test_pascal_voc_train_aug_from_segmentation_class_aug(tmp_path):
 
 
 def test_coco_voc_rasterises_voc_classes_first_annotation_wins(tmp_path):
-    expected = fx.coco(tmp_path)
+    expected = fx.coco(tmp_path / "coco")
+    # ROOT/coco, as `prepare coco` lays it out, or the folder holding train2017/ and annotations/ itself
+    assert build_dataset("coco_voc", tmp_path / "coco", "train", min_pixels=None).ids == sorted(expected)
     everything = build_dataset("coco_voc", tmp_path, "train", min_pixels=None)
     assert everything.ids == sorted(expected) and everything.num_classes == 21
     for i, image_id in enumerate(everything.ids):
@@ -165,7 +167,7 @@ def test_transform_is_applied(tmp_path):
         ("pascal_voc_aug", "JPEGImages", "prepare pascal_voc"),
         ("ade20k", "ADEChallengeData2016", "prepare ade20k"),
         ("cifar10", "cifar-10-batches-py", "prepare cifar10"),
-        ("coco_voc", "instances_", "annotations"),
+        ("coco_voc", "instances_", "prepare coco"),
     ],
 )
 def test_missing_root_names_layout_and_prepare_command(tmp_path, name, needle, command):

@@ -4,6 +4,7 @@ import io
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -64,10 +65,63 @@ def test_failed_prepare_leaves_nothing_that_looks_prepared(tmp_path, capsys):
     assert list((root / "VOCdevkit").iterdir()) == []  # neither VOC2010 nor a temporary folder
 
 
-def test_missing_archive_is_named(tmp_path, capsys):
-    (tmp_path / "src").mkdir()
-    assert prepare(["ade20k", "--src", str(tmp_path / "src"), "--root", str(tmp_path / "data")]) == 1
-    assert "ADEChallengeData2016.zip not found" in capsys.readouterr().err
+@pytest.mark.parametrize("dataset, present, archive, page", [
+    ("pascal_context", (), "VOCtrainval_03-May-2010.tar", "http://host.robots.ox.ac.uk/pascal/VOC/voc2010/"),
+    ("pascal_context", ("VOCtrainval_03-May-2010.tar",), "trainval_merged.json",
+     "https://codalabuser.blob.core.windows.net/public/trainval_merged.json"),
+    ("pascal_voc", (), "VOCtrainval_11-May-2012.tar", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"),
+    ("ade20k", (), "ADEChallengeData2016.zip", "http://sceneparsing.csail.mit.edu/"),
+    ("cifar10", (), "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    ("coco", (), "train2017.zip", "https://cocodataset.org/#download"),
+    ("coco", ("train2017.zip", "val2017.zip"), "annotations_trainval2017.zip", "https://cocodataset.org/#download"),
+])
+def test_a_missing_archive_is_named_with_its_official_page(tmp_path, capsys, dataset, present, archive, page):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in present:
+        (src / name).write_bytes(b"")
+    assert prepare([dataset, "--src", str(src), "--root", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert f"{archive} not found in {src}; download it from {page}" in err
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def test_pascal_voc_without_sbd_names_where_sbd_is(tmp_path, capsys):
+    stage, src, root = tmp_path / "stage", tmp_path / "src", tmp_path / "data"
+    src.mkdir()
+    fx.voc(stage, sbd=False)
+    fx.tar_folder(src / "VOCtrainval_11-May-2012.tar", stage / "VOCdevkit", "VOCdevkit")
+    assert prepare(["pascal_voc", "--src", str(src), "--root", str(root)]) == 0
+    assert "train_aug will be unavailable" in (out := capsys.readouterr().out)
+    assert "http://home.bharathh.info/pubs/codes/SBD/download.html" in out
+
+
+def test_coco_from_the_three_official_2017_archives(tmp_path, capsys):
+    stage, src, root = tmp_path / "stage", tmp_path / "src", tmp_path / "data"
+    fx.coco_archives(stage, src)
+    assert prepare(["coco", "--src", str(src), "--root", str(root)]) == 0
+    assert "check it with: python -m encnet.data.check coco_voc --root" in capsys.readouterr().out
+    folder = root / "coco"
+    assert sorted(p.name for p in root.iterdir()) == ["coco"]  # nothing else, no temporary folder left
+    assert sorted(p.name for p in folder.iterdir()) == ["annotations", "train2017", "val2017"]
+    assert sorted(p.name for p in (folder / "annotations").iterdir()) == ["instances_train2017.json",
+                                                                         "instances_val2017.json"]
+    for split in ("train", "val"):  # what the prepared layout reads equals what the unzipped archives read
+        same_samples(build_dataset("coco_voc", root, split, min_pixels=None),
+                     build_dataset("coco_voc", stage, split, min_pixels=None))
+    assert prepare(["coco", "--src", str(src), "--root", str(root)]) == 1  # never overwritten
+
+
+def test_coco_whose_annotations_list_a_missing_image_leaves_nothing(tmp_path, capsys):
+    stage, src, root = tmp_path / "stage", tmp_path / "src", tmp_path / "data"
+    fx.coco_archives(stage, src)
+    with zipfile.ZipFile(src / "val2017.zip", "w") as zf:  # another image than the one the annotations list
+        zf.write(stage / "train2017" / "000000000002.jpg", "val2017/000000000002.jpg")
+    assert prepare(["coco", "--src", str(src), "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "instances_val2017.json lists 1 images that val2017.zip does not contain" in err
+    assert "000000000001.jpg" in err and "https://cocodataset.org/#download" in err
+    assert list(root.iterdir()) == []  # neither coco/ nor a temporary folder
 
 
 def test_pascal_voc_with_sbd_makes_train_aug(tmp_path):

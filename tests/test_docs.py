@@ -168,3 +168,49 @@ def test_the_verdict_block_rounds_as_the_figures_do(tmp_path):
 
 def test_the_readme_is_a_five_minute_read():
     assert len((REPO / "README.md").read_text().splitlines()) <= 200
+
+
+def test_the_readmes_library_snippet_runs(tmp_path):
+    # Run as a reader pastes it: a fresh interpreter, outside the repository, the installed package.
+    (snippet,) = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
+    assert len([line for line in snippet.splitlines() if line.strip()]) <= 6, "the quick start is ≤ 6 lines"
+    check = "\nassert out.out.shape == (2, 59, 96, 96) and out.se.shape == (2, 59) and loss.dim() == 0\n" \
+            "assert set(parts) == {'main', 'aux', 'se'} and bool(loss.isfinite())\nprint('snippet ok')\n"
+    done = subprocess.run([sys.executable, "-c", snippet + check], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and "snippet ok" in done.stdout, done.stderr[-3000:]
+
+
+# "<minutes> min on a [quiet ]2-core machine at <GFLOP/s> GFLOP/s", bold or not: the demo's one time figure.
+DEMO_TIME = re.compile(r"(\d+(?:\.\d+)?) min\**,? on an? (?:quiet )?2-core machine at \**(\d+(?:\.\d+)?) GFLOP/s")
+MINUTES = re.compile(r"(\d+(?:\.\d+)?) min\b")
+
+
+def demo_time_figures() -> dict[str, list[tuple[str, str]]]:
+    """Every statement of the demo's time: docs/demo.md's Time section (the figure the lead updates after a demo
+    rerun), the README and `run_all.sh --help`."""
+    demo = (REPO / "docs" / "demo.md").read_text()
+    time_section = demo[demo.index("\n## Time\n"):]
+    help_text = subprocess.run(["bash", "run_all.sh", "--help"], cwd=REPO, capture_output=True, text=True,
+                               timeout=60).stdout
+    return {"docs/demo.md (Time)": DEMO_TIME.findall(time_section), "README.md": DEMO_TIME.findall(
+        (REPO / "README.md").read_text()), "run_all.sh --help": DEMO_TIME.findall(help_text)}
+
+
+def test_the_demo_time_is_one_figure_with_the_machines_speed_everywhere():
+    figures = demo_time_figures()
+    assert all(len(found) == 1 for found in figures.values()), f"one time statement per place expected: {figures}"
+    (reference,) = figures["docs/demo.md (Time)"]
+    for place, (found,) in figures.items():
+        assert found == reference, (f"{place} says {found[0]} min at {found[1]} GFLOP/s, docs/demo.md's Time section "
+                                    f"{reference[0]} min at {reference[1]} GFLOP/s: update it to the same figure")
+    # No second figure beside it: every minute count of the demo's pages is that one (the README's other one is
+    # the test suite's).
+    readme = [m for line in (REPO / "README.md").read_text().splitlines() if "run_tests.sh" not in line
+              for m in MINUTES.findall(line)]
+    demo = (REPO / "docs" / "demo.md").read_text()
+    help_text = subprocess.run(["bash", "run_all.sh", "--help"], cwd=REPO, capture_output=True, text=True,
+                               timeout=60).stdout
+    for place, minutes in [("README.md", readme), ("docs/demo.md", MINUTES.findall(demo)),
+                           ("run_all.sh --help", MINUTES.findall(help_text))]:
+        assert set(minutes) == {reference[0]}, f"{place} gives the demo's time as {sorted(set(minutes))} min"

@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "encnet"
 
 # Lower layers never import higher ones. Blocks know nothing of configs or run folders; the engine turns a
 # config into a run folder; the report and the analysis read run folders; the experiments drive all of them;
-# the two command modules only re-export the engine's.
+# the two command modules only re-export the engine's. The package itself (``encnet/__init__.py``) is the public
+# API: it re-exports names of the blocks and of the engine (``load_published``), and nothing inside imports it.
 LAYERS = [
     ("blocks", ("encnet", "encnet.nn", "encnet.models", "encnet.data", "encnet.losses", "encnet.metrics")),
     ("engine", ("encnet.engine",)),
@@ -21,7 +22,9 @@ LAYERS = [
     ("analysis", ("encnet.analysis",)),
     ("experiments", ("encnet.experiments",)),
     ("commands", ("encnet.train", "encnet.evaluate")),
+    ("api", ()),  # the module "encnet" alone (its submodules are blocks unless listed above)
 ]
+API = "encnet"
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -92,6 +95,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def layer_of(module: str) -> int:
+    if module == API:
+        return [name for name, _ in LAYERS].index("api")
     best = None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
@@ -143,6 +148,14 @@ def test_nothing_inside_encnet_imports_the_command_modules(graph):
     commands = {"encnet.train", "encnet.evaluate"}
     users = sorted(m for m, deps in graph.items() if deps & commands and m not in commands)
     assert users == [], f"{users} import a command module; import encnet.engine.train / .evaluate instead"
+
+
+def test_nothing_inside_encnet_imports_the_package_root(graph):
+    # The root's names are imported on first use from the modules below it; a module importing the root would
+    # make that a cycle waiting for someone to turn the lazy imports into eager ones.
+    assert {"encnet.models.segmentation", "encnet.engine.published_weights"} <= graph[API]
+    users = sorted(m for m, deps in graph.items() if API in deps)
+    assert users == [], f"{users} import the package root `encnet`; import the submodule that defines the name"
 
 
 def test_the_commands_and_their_names_still_import():

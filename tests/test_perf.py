@@ -101,6 +101,7 @@ def test_paper_cost_table_from_a_fixture_results_file(tmp_path):
     assert frame.loc["ade20k_encnet_r50"]["iterations"] == 120 * (20_210 // 16)
     assert frame.loc["ade20k_encnet_r50"]["gpu_hours"] == round(120 * 1263 * 0.5 / 3600, 1)
     assert frame.loc["voc_trainval_encnet_r101"]["iterations"] == 50 * ((1464 + 1449) // 16)
+    assert frame.loc["voc_aug_encnet_r101"]["iterations"] == 50 * (10_582 // 16)  # train_aug, paper §3.3
     # The R101 row ran out of memory, FCN was measured at batch 2 only, CIFAR has no step benchmark.
     for name in ("pcontext_encnet_r101", "pcontext_fcn_r50", "cifar10_encnet_32k128d"):
         assert (frame.loc[name][["step_s", "gpu_hours", "peak_GiB", "measured_on"]] == NOT_MEASURED).all(), name

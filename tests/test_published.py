@@ -565,6 +565,79 @@ def test_table_published_without_weights_lists_the_files(tmp_path, capsys):
     assert not (tmp_path / "tables").exists()
 
 
+# The authors' encoding/models/model_store.py, as each tag formats a download: today (c99b108 to HEAD ac74841)
+# '{repo_url}models/{file_name}.zip' with repo_url 'https://s3.us-west-1.wasabisys.com/encoding' + '/' unless
+# ENCODING_REPO is set; at v0.5.0 (f891919) '{repo_url}encoding/models/{file_name}.zip' with repo_url
+# 'https://hangzh.s3.amazonaws.com/', the file names of its _model_sha1 (backbones resnet50/101).
+ZOO_TODAY = "https://s3.us-west-1.wasabisys.com/encoding/models/{}.zip"
+ZOO_V050 = "https://hangzh.s3.amazonaws.com/encoding/models/{}.zip"
+V050_NAMES = {"encnet_resnet50s_pcontext-4de91d59": "encnet_resnet50_pcontext-4de91d59",
+              "encnet_resnet101s_pcontext-9f27ea13": "encnet_resnet101_pcontext-9f27ea13",
+              "encnet_resnet50s_ade-07ac287c": "encnet_resnet50_ade-07ac287c",
+              "encnet_resnet101s_ade-3f54fa3b": "encnet_resnet101_ade-3f54fa3b"}
+
+
+def test_every_zoo_row_gives_todays_address_first_and_v050s_second(monkeypatch):
+    from encnet.report.published import CATALOGUE
+
+    monkeypatch.delenv("ENCODING_REPO", raising=False)
+    zoo = [entry for entry in CATALOGUE if entry.source == "pytorch-encoding"]
+    assert len(zoo) == 5
+    for entry in zoo:
+        stem = entry.expected().removesuffix(".pth")
+        addresses = entry.file.addresses()
+        if stem in V050_NAMES:
+            assert addresses == (ZOO_TODAY.format(stem), ZOO_V050.format(V050_NAMES[stem]))
+            assert f"{V050_NAMES[stem]}.pth" in entry.files and f"{stem}.zip" in entry.files
+        else:  # FCN_ResNet50s_ADE was retrained after v0.5.0, whose fcn_resnet50_ade-fc8c0b79 is another file
+            assert stem == "fcn_resnet50s_ade-662e979d" and addresses == (ZOO_TODAY.format(stem),)
+            assert "not in release v0.5.0" in entry.file.where()
+    for entry in CATALOGUE:
+        if entry.source == "mmseg":
+            (address,) = entry.file.addresses()
+            assert address.startswith("https://download.openmmlab.com/mmsegmentation/v0.5/encnet/")
+            assert address.endswith(f"/{entry.expected()}")
+    # the authors' override of the host, there as here
+    monkeypatch.setenv("ENCODING_REPO", "https://mirror.example.org/encoding/")
+    assert zoo[0].file.addresses()[0] == "https://mirror.example.org/encoding/models/encnet_resnet50s_pcontext-4de91d59.zip"
+
+
+def test_the_download_table_of_the_docs_is_the_codes(monkeypatch):
+    from encnet.engine.published_files import PUBLISHED_FILES
+
+    monkeypatch.delenv("ENCODING_REPO", raising=False)
+    rows = {}
+    for line in (REPO / "docs" / "published_weights.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in PUBLISHED_FILES:
+            rows[cells[0].strip("`")] = [c.strip("<>") for c in cells[1:] if c.startswith("<")]
+    zoo = {stem: f for stem, f in PUBLISHED_FILES.items() if f.mmseg_folder is None}
+    assert set(rows) == set(zoo)
+    for stem, published in zoo.items():
+        assert tuple(rows[stem]) == published.addresses(), stem
+
+
+def test_a_missing_published_file_names_the_file_the_folder_and_the_addresses(tmp_path, capsys, monkeypatch):
+    from encnet.engine.evaluate import main
+    from encnet.report.published import main as table_main
+
+    monkeypatch.delenv("ENCODING_REPO", raising=False)
+    stem = "encnet_resnet50s_pcontext-4de91d59"
+    missing = tmp_path / "weights" / f"{stem}.pth"
+    rc = main(["--weights", str(missing), "--source", "pytorch-encoding",
+               "--config", str(REPO / "configs/paper/pcontext_encnet_r50.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"no checkpoint {stem}.pth in {missing.parent}" in err
+    assert f"download it from {ZOO_TODAY.format(stem)} (release v0.5.0: {ZOO_V050.format(V050_NAMES[stem])})" in err
+    # the published-weights table's "not found" rows say the same
+    assert table_main(["--profile", "paper", "--weights-root", str(tmp_path / "weights"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("| EncNet_ResNet50s_PContext"))
+    assert f"not found: {stem}.pth in {tmp_path / 'weights'}" in line
+    assert line.index(ZOO_TODAY.format(stem)) < line.index(ZOO_V050.format(V050_NAMES[stem]))
+
+
 def test_evaluate_cli_with_weights_and_no_run_folder(tmp_path, capsys, monkeypatch):
     """``python -m encnet.evaluate --weights`` on our own checkpoint (the demo's tiny EncNet), under the suite's
     protocol and mmseg's, writes eval.json with the protocol and the load report; --export mmseg writes a file

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from encnet.engine.config import TrainConfig, effective_lr
-from encnet.engine.schedules import lr_at, poly_lr
+from encnet.engine.schedules import iterations_per_epoch, lr_at, poly_lr
 
 
 def test_poly_lr_matches_formula_over_a_run():
@@ -60,3 +60,25 @@ def test_a_warmup_as_long_as_the_run_is_a_config_error(tmp_path):
         load_config(path)
     path.write_text("task: segmentation\ntrain: {epochs: 4, warmup_epochs: 3}\n")
     assert load_config(path).train.warmup_epochs == 3
+
+
+@pytest.mark.parametrize("num_images, batch_size, world_size",
+                         [(4998, 16, 1), (4998, 16, 2), (4998, 16, 8), (4998, 16, 16), (10582, 16, 4), (50000, 128, 2),
+                          (2913, 16, 8), (17, 4, 2), (15, 16, 1)])
+def test_iterations_per_epoch_is_the_length_of_the_trainers_loader(num_images, batch_size, world_size):
+    # The oracle is torch's own loader, built as encnet/engine/train.py builds it on every rank.
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    data = range(num_images)
+    lengths = {len(DataLoader(data, batch_size=batch_size // world_size, drop_last=True,
+                              sampler=DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=True,
+                                                         drop_last=True)))
+               for rank in range(world_size)}
+    assert lengths == {iterations_per_epoch(num_images, batch_size, world_size)}
+
+
+def test_pascal_context_drops_its_last_partial_batch():
+    # Paper §3.1: 4,998 training images, batch 16, the last incomplete mini-batch dropped.
+    assert iterations_per_epoch(4998, 16) == 312 and 80 * iterations_per_epoch(4998, 16) == 24_960
+    with pytest.raises(ValueError, match="divisible"):
+        iterations_per_epoch(4998, 16, 3)

@@ -1,9 +1,13 @@
 """COCO mapped to VOC's 20 classes, for the pre-training stage of the VOC 2012 recipe (PAPER.md §5).
 
-Layout (COCO 2017 as downloaded; nothing to prepare)::
+Layout (``python -m encnet.data.prepare coco`` extracts it from the official train2017.zip, val2017.zip and
+annotations_trainval2017.zip)::
 
-    ROOT/{train2017,val2017}/<file_name>.jpg
-    ROOT/annotations/instances_{train,val}2017.json
+    ROOT/coco/{train2017,val2017}/<file_name>.jpg
+    ROOT/coco/annotations/instances_{train,val}2017.json
+
+``ROOT`` may also be the folder holding ``train2017/``, ``val2017/`` and ``annotations/`` itself (the archives
+unzipped by hand), so one ``--data-root`` serves every dataset, as ``ROOT/VOCdevkit``, ``ROOT/ADEChallengeData2016``.
 
 The instance annotations are read with ``pycocotools`` and rasterised: each annotation of one of the 20 VOC
 categories paints its VOC label where nothing was painted before (the first annotation wins, as in the
@@ -32,12 +36,18 @@ from encnet.data.voc import CLASS_NAMES as VOC_CLASS_NAMES
 COCO_IDS_FOR_VOC = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 
 LAYOUT = """\
-  ROOT/{train,val}2017/<file_name>.jpg
-  ROOT/annotations/instances_{train,val}2017.json"""
+  ROOT/coco/{train,val}2017/<file_name>.jpg
+  ROOT/coco/annotations/instances_{train,val}2017.json"""
 
 
 def prepare_command(root) -> str:
-    return f"unzip train2017.zip, val2017.zip and annotations_trainval2017.zip from cocodataset.org into {root}"
+    return ("python -m encnet.data.prepare coco --src DIR_WITH(train2017.zip, val2017.zip, "
+            f"annotations_trainval2017.zip) --root {root}")
+
+
+def dataset_folder(root: Path) -> Path:
+    root = Path(root)
+    return root if (root / "annotations").is_dir() and not (root / "coco").is_dir() else root / "coco"
 
 
 class COCOVOC(SegmentationDataset):
@@ -57,8 +67,9 @@ class COCOVOC(SegmentationDataset):
         if split not in ("train", "val"):
             raise ValueError(f"coco_voc splits are 'train' and 'val'; got {split!r}")
         self.root, self.split = Path(root), split
-        self.image_dir = self.root / f"{split}{year}"
-        self.annotation_file = self.root / "annotations" / f"instances_{split}{year}.json"
+        self.folder = dataset_folder(self.root)
+        self.image_dir = self.folder / f"{split}{year}"
+        self.annotation_file = self.folder / "annotations" / f"instances_{split}{year}.json"
         for path in (self.image_dir, self.annotation_file):
             if not path.exists():
                 raise missing(f"COCO {split}{year}", path, LAYOUT, prepare_command(root))

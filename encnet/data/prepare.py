@@ -6,12 +6,15 @@
                                                                          #   (+ SBD benchmark.tgz for train_aug)
     python -m encnet.data.prepare ade20k         --src DIR --root ROOT   # ADEChallengeData2016.zip
     python -m encnet.data.prepare cifar10        --src DIR --root ROOT   # cifar-10-python.tar.gz
+    python -m encnet.data.prepare coco           --src DIR --root ROOT   # train2017.zip, val2017.zip
+                                                                         #   + annotations_trainval2017.zip
     python -m encnet.data.prepare context_scenes   --root ROOT [--seed 0 --num-train 300 --num-val 100 --image-size 64]
     python -m encnet.data.prepare context_textures --root ROOT [--seed 0 --num-train 2000 --num-test 500]
 
 ``--src`` is a folder holding the archives (or one archive). Each dataset folder is assembled in a hidden
 temporary sibling and renamed into place only when complete, so an interrupted run leaves nothing that looks
-prepared; an existing dataset folder is never overwritten.
+prepared; an existing dataset folder is never overwritten. A missing archive is named with the official page to
+download it from (``OFFICIAL_PAGES``): the suite itself never downloads.
 """
 
 from __future__ import annotations
@@ -36,13 +39,33 @@ class PrepareError(RuntimeError):
     pass
 
 
+_VOC2012 = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (PASCAL VOC 2012, 'training/validation data')"
+_COCO = ("https://cocodataset.org/#download (COCO 2017: '2017 Train images', '2017 Val images', "
+         "'2017 Train/Val annotations')")
+# Where each archive is published by the people who made it.
+OFFICIAL_PAGES = {
+    "VOCtrainval_03-May-2010.tar": "http://host.robots.ox.ac.uk/pascal/VOC/voc2010/ (PASCAL VOC 2010, "
+                                   "'training/validation data')",
+    # The Detail API's merged PASCAL-Context annotations: the file the authors' scripts/prepare_pcontext.py fetches.
+    "trainval_merged.json": "https://codalabuser.blob.core.windows.net/public/trainval_merged.json (PASCAL-Context "
+                            "in the Detail API's format; the dataset's page: https://cs.stanford.edu/~roozbeh/pascal-context/)",
+    "VOCtrainval_11-May-2012.tar": _VOC2012,
+    "benchmark.tgz": "http://home.bharathh.info/pubs/codes/SBD/download.html (the Semantic Boundaries Dataset, SBD)",
+    "ADEChallengeData2016.zip": "http://sceneparsing.csail.mit.edu/ (MIT Scene Parsing Benchmark, ADE20K)",
+    "cifar-10-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar.html ('CIFAR-10 python version')",
+    "train2017.zip": _COCO,
+    "val2017.zip": _COCO,
+    "annotations_trainval2017.zip": _COCO,
+}
+
+
 def find_archive(src: Path, name: str, required: bool = True) -> Path | None:
     src = Path(src)
     path = src if src.is_file() and src.name == name else src / name
     if path.is_file():
         return path
     if required:
-        raise PrepareError(f"{name} not found in {src}; download it from the dataset's official site into {src}")
+        raise PrepareError(f"{name} not found in {src}; download it from {OFFICIAL_PAGES[name]} into {src}")
     return None
 
 
@@ -149,7 +172,8 @@ def prepare_pascal_voc(src: Path, root: Path) -> Path:
     def build(tmp: Path) -> None:
         extract(tar, tmp, "VOCdevkit/VOC2012/", keep=lambda rel: rel.startswith(wanted))
         if sbd is None:
-            print("benchmark.tgz not found: train_aug will be unavailable (VOC train/val/trainval are ready)")
+            print(f"benchmark.tgz not found in {src}: train_aug will be unavailable (VOC train/val/trainval are "
+                  f"ready); SBD is published at {OFFICIAL_PAGES['benchmark.tgz']}")
             return
         sbd_dir = tmp / ".sbd"
         extract(sbd, sbd_dir, "benchmark_RELEASE/dataset/",
@@ -187,10 +211,36 @@ def prepare_cifar10(src: Path, root: Path) -> Path:
     return _assemble(Path(root) / "cifar-10-batches-py", lambda tmp: extract(archive, tmp, "cifar-10-batches-py/"))
 
 
+def prepare_coco(src: Path, root: Path) -> Path:
+    """COCO 2017 as ``encnet.data.coco`` reads it: the images of both splits and the two instance annotation files
+    (the captions and keypoints of the annotations archive are left out)."""
+    archives = {name: find_archive(src, name) for name in ("train2017.zip", "val2017.zip",
+                                                            "annotations_trainval2017.zip")}
+    instances = ("instances_train2017.json", "instances_val2017.json")
+
+    def build(tmp: Path) -> None:
+        extract(archives["annotations_trainval2017.zip"], tmp / "annotations", "annotations/",
+                keep=lambda rel: rel in instances)
+        for split in ("train2017", "val2017"):
+            annotation = tmp / "annotations" / f"instances_{split}.json"
+            if not annotation.is_file():
+                raise PrepareError(f"annotations_trainval2017.zip has no annotations/{annotation.name}; is it the "
+                                   f"2017 Train/Val annotations archive from {_COCO}?")
+            extract(archives[f"{split}.zip"], tmp / split, f"{split}/")
+            with open(annotation) as f:
+                listed = [image["file_name"] for image in json.load(f)["images"]]
+            absent = [name for name in listed if not (tmp / split / name).is_file()]
+            if absent:
+                raise PrepareError(f"annotations/{annotation.name} lists {len(absent)} images that {split}.zip "
+                                   f"does not contain, e.g. {absent[0]}; download both again from {_COCO}")
+
+    return _assemble(Path(root) / "coco", build)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m encnet.data.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=["pascal_context", "pascal_voc", "ade20k", "cifar10", "context_scenes",
-                                            "context_textures"])  # fmt: skip
+    parser.add_argument("dataset", choices=["pascal_context", "pascal_voc", "ade20k", "cifar10", "coco",
+                                            "context_scenes", "context_textures"])  # fmt: skip
     parser.add_argument("--src", type=Path, help="folder with the downloaded archives (real datasets)")
     parser.add_argument("--root", type=Path, required=True, help="data root to prepare into")
     parser.add_argument("--seed", type=int, default=0, help="generated data: seed")
@@ -214,10 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.src is None:
             parser.error(f"{args.dataset} needs --src, the folder with the downloaded archives")
-        prepare = {"pascal_context": prepare_pascal_context, "pascal_voc": prepare_pascal_voc,
+        prepare = {"pascal_context": prepare_pascal_context, "pascal_voc": prepare_pascal_voc, "coco": prepare_coco,
                    "ade20k": prepare_ade20k, "cifar10": prepare_cifar10}[args.dataset]  # fmt: skip
         prepare(args.src, args.root)
-        print(f"check it with: python -m encnet.data.check {args.dataset} --root {args.root}")
+        checked = "coco_voc" if args.dataset == "coco" else args.dataset  # COCO is read as COCO mapped to VOC
+        print(f"check it with: python -m encnet.data.check {checked} --root {args.root}")
         return 0
     except PrepareError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -248,7 +248,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        from .published_files import missing_checkpoint_message
+
+        raise FileNotFoundError(missing_checkpoint_message(path))
     try:
         blob, name = _file_bytes(path)
     except (zipfile.BadZipFile, OSError) as err:

@@ -18,7 +18,7 @@ import pandas as pd
 
 __all__ = ["load_results", "machine_label", "targets_frame", "rows_frame", "build_benchmarks_markdown",
            "write_benchmarks_table", "markdown_table", "paper_cost_frame", "build_paper_cost_markdown",
-           "write_paper_cost_table", "main"]
+           "write_paper_cost_table", "train_images", "train_iterations", "main"]
 
 ORDER = ("encoding_layer", "model_overhead", "syncbn", "data_pipeline", "train_step", "syncbn_cuda",
          "paper_training", "ms_eval")
@@ -126,13 +126,28 @@ def write_benchmarks_table(results_dir: str | Path, out_path: str | Path) -> Pat
 NOT_MEASURED = "not measured"
 
 
-def _train_images(dataset: str, split: str) -> int | None:
+def train_images(config) -> int | None:
+    """The official size of a config's training split (None where a filter decides it: COCO's pixel filter)."""
     from encnet.data.check import OFFICIAL_COUNTS
 
+    dataset, split = config.data.dataset, config.data.train_split
     counts = OFFICIAL_COUNTS.get(dataset, {})
+    if dataset == "pascal_voc_aug" and split == "train_aug":  # the dataset's "train" is train_aug
+        split = "train"
     if split == "trainval" and counts.get("train") and counts.get("val"):
         return counts["train"] + counts["val"]
     return counts.get(split)
+
+
+def train_iterations(config) -> int | None:
+    """SGD steps of a whole run of ``config`` on its official training split: epochs × the trainer's loader length
+    (``encnet.engine.schedules.iterations_per_epoch``: the last partial batch is dropped)."""
+    from encnet.engine.schedules import iterations_per_epoch
+
+    images = train_images(config)
+    if not images:
+        return None
+    return config.train.epochs * iterations_per_epoch(images, config.train.batch_size)
 
 
 def _step_rows(results: list[dict]) -> list[dict]:
@@ -165,8 +180,8 @@ def paper_cost_frame(results: list[dict], configs_dir: str | Path) -> pd.DataFra
     for path in sorted(Path(configs_dir).glob("*.yaml")):
         config = load_config(path)
         t, d = config.train, config.data
-        images = _train_images(d.dataset, d.train_split)
-        iterations = t.epochs * (images // t.batch_size) if images else None
+        images = train_images(config)
+        iterations = train_iterations(config)
         precision = "bf16" if t.amp else "fp32"
         record = {"experiment": config.experiment, "model": config.model.name,
                   "backbone": config.model.backbone if config.task == "segmentation" else "—",

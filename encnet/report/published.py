@@ -17,14 +17,13 @@ from typing import Sequence
 
 import pandas as pd
 
+from encnet.engine.published_files import PUBLISHED_FILES, PublishedFile
 from encnet.report.reported import format_reported, load_reported, lookup
 from encnet.report.tables import to_markdown, write_table_files
 
 __all__ = ["CATALOGUE", "PublishedCheckpoint", "find_weights", "main", "published_rows", "table_frame"]
 
 REPO = Path(__file__).resolve().parents[2]
-_ZOO_URL = "https://hangzh.s3.amazonaws.com/encoding/models/{name}.zip (the release's model_store.py)"
-_MMSEG_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/encnet/{folder}/{name}"
 
 
 @dataclass(frozen=True)
@@ -33,47 +32,41 @@ class PublishedCheckpoint:
     experiment: str  # reported.csv ``experiment``: modelzoo | peer
     source: str  # encnet.engine.published_weights.SOURCES
     config: str  # configs/<profile>/<config>.yaml: the dataset (the network comes from the file)
-    files: tuple[str, ...]  # names it is published under; the first is the one to download
-    url: str
+    file: PublishedFile  # its names and where it is published (encnet.engine.published_files)
     overrides: tuple[str, ...] = ()  # config overrides the source's protocol needs
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.file.names
 
     def expected(self) -> str:
         return self.files[0]
 
 
-def _zoo(row: str, config: str, stem: str, legacy_stem: str | None, overrides: tuple[str, ...] = ()):
-    # model_store.py names a file <name>-<first 8 hex of its SHA1>; v0.5.0 called the backbones resnet50/101,
-    # later tags resnet50s/101s for the same files (same SHA1).
-    stems = (stem,) + ((legacy_stem,) if legacy_stem else ())
-    files = tuple(f"{s}{ext}" for ext in (".pth", ".zip") for s in stems)
-    return PublishedCheckpoint(row, "modelzoo", "pytorch-encoding", config, files,
-                               _ZOO_URL.format(name=stem), overrides)
+def _zoo(row: str, config: str, stem: str, overrides: tuple[str, ...] = ()) -> PublishedCheckpoint:
+    return PublishedCheckpoint(row, "modelzoo", "pytorch-encoding", config, PUBLISHED_FILES[stem], overrides)
 
 
-def _mmseg(row: str, config: str, folder: str, stamp: str):
-    name = f"{folder}_{stamp}.pth"
-    return PublishedCheckpoint(row, "peer", "mmseg", config, (name,), _MMSEG_URL.format(folder=folder, name=name))
+def _mmseg(row: str, config: str, stem: str) -> PublishedCheckpoint:
+    return PublishedCheckpoint(row, "peer", "mmseg", config, PUBLISHED_FILES[stem])
 
 
 CATALOGUE: tuple[PublishedCheckpoint, ...] = (
-    _zoo("EncNet_ResNet50s_PContext", "pcontext_encnet_r50", "encnet_resnet50s_pcontext-4de91d59",
-         "encnet_resnet50_pcontext-4de91d59"),
-    _zoo("EncNet_ResNet101s_PContext", "pcontext_encnet_r101", "encnet_resnet101s_pcontext-9f27ea13",
-         "encnet_resnet101_pcontext-9f27ea13"),
-    _zoo("EncNet_ResNet50s_ADE", "ade20k_encnet_r50", "encnet_resnet50s_ade-07ac287c", "encnet_resnet50_ade-07ac287c"),
+    _zoo("EncNet_ResNet50s_PContext", "pcontext_encnet_r50", "encnet_resnet50s_pcontext-4de91d59"),
+    _zoo("EncNet_ResNet101s_PContext", "pcontext_encnet_r101", "encnet_resnet101s_pcontext-9f27ea13"),
+    _zoo("EncNet_ResNet50s_ADE", "ade20k_encnet_r50", "encnet_resnet50s_ade-07ac287c"),
     # get_encnet_resnet101_ade: base_size=640, crop_size=576 (v0.5.0 and today)
     _zoo("EncNet_ResNet101s_ADE", "ade20k_encnet_r101", "encnet_resnet101s_ade-3f54fa3b",
-         "encnet_resnet101_ade-3f54fa3b", ("eval.base_size=640", "eval.crop_size=576")),
-    # retrained after v0.5.0 (its SHA1 differs from v0.5.0's fcn_resnet50_ade)
-    _zoo("FCN_ResNet50s_ADE", "ade20k_fcn_r50", "fcn_resnet50s_ade-662e979d", None),
-    _mmseg("EncNet R-50-D8 512x512 80k", "ade20k_encnet_r50", "encnet_r50-d8_512x512_80k_ade20k",
-           "20200622_042412-44b46b04"),
-    _mmseg("EncNet R-101-D8 512x512 80k", "ade20k_encnet_r101", "encnet_r101-d8_512x512_80k_ade20k",
-           "20200622_101128-dd35e237"),
-    _mmseg("EncNet R-50-D8 512x512 160k", "ade20k_encnet_r50", "encnet_r50-d8_512x512_160k_ade20k",
-           "20200622_101059-b2db95e0"),
-    _mmseg("EncNet R-101-D8 512x512 160k", "ade20k_encnet_r101", "encnet_r101-d8_512x512_160k_ade20k",
-           "20200622_073348-7989641f"),
+         ("eval.base_size=640", "eval.crop_size=576")),
+    _zoo("FCN_ResNet50s_ADE", "ade20k_fcn_r50", "fcn_resnet50s_ade-662e979d"),
+    _mmseg("EncNet R-50-D8 512x512 80k", "ade20k_encnet_r50",
+           "encnet_r50-d8_512x512_80k_ade20k_20200622_042412-44b46b04"),
+    _mmseg("EncNet R-101-D8 512x512 80k", "ade20k_encnet_r101",
+           "encnet_r101-d8_512x512_80k_ade20k_20200622_101128-dd35e237"),
+    _mmseg("EncNet R-50-D8 512x512 160k", "ade20k_encnet_r50",
+           "encnet_r50-d8_512x512_160k_ade20k_20200622_101059-b2db95e0"),
+    _mmseg("EncNet R-101-D8 512x512 160k", "ade20k_encnet_r101",
+           "encnet_r101-d8_512x512_160k_ade20k_20200622_073348-7989641f"),
 )
 METRICS = ("pixAcc", "mIoU")
 
@@ -105,7 +98,8 @@ def published_rows(profile: str, weights_root: str | Path, runs_root: str | Path
         weights = find_weights(entry, weights_root)
         ours: dict | None = None
         if weights is None:
-            status = f"not found: put {Path(weights_root) / entry.expected()} (from {entry.url})"
+            status = (f"not found: {entry.expected()} in {Path(weights_root)} (nor a folder below it); download it "
+                      f"from {entry.file.where()}")
         else:
             out_dir = _out_dir(entry, runs_root, weights)
             if (out_dir / "eval.json").is_file():
