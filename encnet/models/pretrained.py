@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["fetch"])
     parser.add_argument("backbones", nargs="+", choices=list(TORCHVISION_WEIGHTS),
                         help="torchvision backbones (the deep stems' files come from the authors' model store)")
-    parser.add_argument("--to", type=Path, help="also copy each file to DIR/<backbone>.pth (a --pretrained-dir folder)")
+    parser.add_argument("--to", type=Path, metavar="DIR",
+                        help="also copy each file to DIR/<backbone>.pth (a --pretrained-dir folder)")
     args = parser.parse_args(argv)
     try:
         for backbone in args.backbones:
