@@ -6,9 +6,11 @@
 #   bash run_all.sh --profile paper --dry-run                  # list every paper run with its settings
 #   bash run_all.sh --profile paper --follow release --dry-run # ... on release v0.5.0's side of every ledger entry
 #   bash run_all.sh --profile paper --weights-root W ...       # also evaluate the published checkpoints in W
+#   bash run_all.sh --profile paper --data-root /data --gpus 8 --check   # data, weights, GPUs, NCCL, disk: ✓/✗
 #
-# Any other option (--follow, --seeds, --runs-root, --from-logs, ...) is passed to every reproduce/*.py script.
-# Rerunning resumes: finished runs are reused, unfinished ones continue from their last checkpoint.
+# Any other option (--follow, --seeds, --runs-root, --from-logs, --device cpu, --pretrained-dir DIR, ...) is passed
+# to every reproduce/*.py script. A paper run starts with the --check table and stops on any ✗; every --dry-run
+# ends with it. Rerunning resumes: finished runs are reused, unfinished ones continue from their last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +19,7 @@ passthrough=()
 published=()  # options for table_published only: the other scripts do not know them
 out_root=.    # the scripts' --out-dir: tables/ and figures/ go there, and the reports with them
 notebook_runs=()
+check=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
         --runs-root) notebook_runs=(--runs-root "$2"); passthrough+=("$1" "$2"); shift 2 ;;
         --runs-root=*) notebook_runs=(--runs-root "${1#*=}"); passthrough+=("$1"); shift ;;
         --weights-root) published+=(--weights-root "$2"); shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --check) check=1; shift ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
     esac
 done
@@ -47,6 +51,21 @@ if [ "$profile" = demo ]; then
     case " ${passthrough[*]:-} " in *" --jobs "*) ;; *) passthrough+=(--jobs "$(nproc --all)") ;; esac
 fi
 
+dry_run=0
+case " ${passthrough[*]:-} " in *" --dry-run "*) dry_run=1 ;; esac
+trains=1
+case " ${passthrough[*]:-} " in *" --dry-run "*|*" --from-logs "*) trains=0 ;; esac
+# Everything every run needs, checked at once (encnet/experiments/preflight.py): --check is only that; a paper run
+# does it first and stops on a ✗, so a missing dataset or weights file shows before the first run, not hours in.
+if [ "$check" = 1 ]; then
+    exec "$py" -m encnet.experiments.preflight --profile "$profile" "${passthrough[@]}"
+fi
+if [ "$profile" = paper ] && [ "$trains" = 1 ]; then
+    "$py" -m encnet.experiments.preflight --profile "$profile" "${passthrough[@]}" \
+        || { echo "run_all.sh: nothing was trained; fix each ✗ above (bash run_all.sh ... --check repeats the check)" >&2
+             exit 1; }
+fi
+
 scripts=(table_ablation figure_se_weight figure_codewords table_pcontext table_voc table_ade20k
          table_cifar10 figure_cifar_curves table_discrepancies)
 # Published checkpoints need the real datasets: paper profile only (--weights-root DIR, default weights/).
@@ -61,11 +80,16 @@ for name in "${scripts[@]}"; do
     echo
     echo "==> [$i/${#scripts[@]}] reproduce/$name.py --profile $profile ${passthrough[*]:-}   ($(( $(date +%s) - start )) s so far)"
     extra=()
-    if [ "$name" = table_published ]; then extra=("${published[@]}"); fi
+    if [ "$name" = table_published ]; then extra=("${published[@]}");
+    elif [ "$dry_run" = 1 ]; then extra=(--no-ledger-block); fi  # printed once, with the preflight, below
     "$py" "reproduce/$name.py" --profile "$profile" "${passthrough[@]}" "${extra[@]}"
 done
 case " ${passthrough[*]:-} " in
-    *" --dry-run "*) ;;  # nothing was trained or written: no report to build
+    *" --dry-run "*)  # nothing was trained or written: no report to build; the ledger block and the preflight
+        echo
+        echo "==> ledger sides and preflight: python -m encnet.experiments.preflight --profile $profile --dry-run"
+        "$py" -m encnet.experiments.preflight --profile "$profile" "${passthrough[@]}"
+        exit 0 ;;
     *)
         echo
         echo "==> notebooks as HTML: python -m encnet.analysis.notebooks --profile $profile   ($(( $(date +%s) - start )) s so far)"

@@ -251,24 +251,27 @@ def test_resnet_tiny_deep_deepens_stage_3_only_as_r101_does():
     assert all(block.conv2.dilation == (2, 2) for block in list(deep.layer3)[1:])
 
 
-def test_imagenet_weights_unavailable_says_what_to_do(monkeypatch):
+def test_imagenet_weights_unavailable_says_what_to_do(monkeypatch, tmp_path):
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("no network")
 
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torchvision cache
     monkeypatch.setattr(torchvision.models.ResNet50_Weights, "get_state_dict", offline)
-    with pytest.raises(RuntimeError, match="could not fetch.*pretrained: none") as err:
+    with pytest.raises(FileNotFoundError, match="could not download.*pre-seed .*resnet50-0676ba61.pth.*"
+                                                "--pretrained-dir") as err:
         build_backbone("resnet50", pretrained="imagenet")
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["resnet50s", "resnet_tiny"])
-def test_no_imagenet_weights_for_custom_backbones(name):
-    with pytest.raises(ValueError, match="no ImageNet weights.*pretrained: none"):
+@pytest.mark.parametrize("name,why", [("resnet50s", "torchvision has no ImageNet weights for the release's deep stem"),
+                                      ("resnet_tiny", "no ImageNet weights exist for backbone 'resnet_tiny'")])
+def test_no_imagenet_weights_for_custom_backbones(name, why):
+    with pytest.raises(FileNotFoundError, match=why):
         build_backbone(name, pretrained="imagenet")
 
 
 def test_missing_local_weights_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretrained: none"):
+    with pytest.raises(FileNotFoundError, match="model.pretrained=none"):
         build_backbone("resnet_tiny", pretrained=str(tmp_path / "absent.pth"))
 
 
@@ -280,7 +283,7 @@ def test_local_torchvision_state_dict_loads(tmp_path):
     backbone = build_backbone("resnet50", pretrained=str(path))
     torch.testing.assert_close(backbone.layer3[2].conv2.weight, source.layer3[2].conv2.weight, rtol=0, atol=0)
     torch.testing.assert_close(backbone.bn1.running_var, source.bn1.running_var, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="does not match backbone resnet_tiny"):
+    with pytest.raises(FileNotFoundError, match="does not fit backbone resnet_tiny"):
         build_backbone("resnet_tiny", pretrained=str(path))
 
 

@@ -6,6 +6,7 @@ the data pipeline that trained.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -73,17 +74,23 @@ def dataset_num_classes(config: Config, dataset) -> int:
     return found
 
 
-def build_model_for(config: Config, num_classes: int) -> nn.Module:
+def build_model_for(config: Config, num_classes: int, backbone_weights: bool = True) -> nn.Module:
+    """The config's network; its backbone starts from ``model.pretrained`` unless ``backbone_weights`` is False
+    (evaluation loads a whole checkpoint over it, and must not need the ImageNet files on an offline node)."""
     m = config.model
     if config.task == "classification":
         from encnet.models.cifar import build_cifar_model
 
         return build_cifar_model(m.name, num_classes=num_classes, block=m.cifar_block)
     from encnet.models import build_model
+    from encnet.models.pretrained import IMAGENET_BACKBONES, NO_IMAGENET
 
+    pretrained = m.pretrained if backbone_weights else "none"
+    if backbone_weights and pretrained in ("none", "") and m.backbone in IMAGENET_BACKBONES:
+        warnings.warn(NO_IMAGENET, stacklevel=2)
     return build_model(
-        m.name, num_classes, backbone=m.backbone, pretrained=m.pretrained, aux=m.aux, se_loss=m.se_loss,
-        lateral=m.lateral, num_codes=m.num_codes, attention=m.attention, aux_head=m.aux_head,
+        m.name, num_classes, backbone=m.backbone, pretrained=pretrained, pretrained_dir=m.pretrained_dir, aux=m.aux,
+        se_loss=m.se_loss, lateral=m.lateral, num_codes=m.num_codes, attention=m.attention, aux_head=m.aux_head,
     )
 
 

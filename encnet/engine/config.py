@@ -53,7 +53,10 @@ class ModelConfig:
     # CIFAR networks only: the paper's pre-activation blocks or the release's post-activation ones (§3.5).
     cifar_block: Literal["preact", "postact"] = "preact"
     backbone: str = "resnet50"  # resnet50 | resnet101 | resnet50s | resnet101s | resnet_tiny | resnet_tiny_deep
-    pretrained: str = "none"  # "none", "imagenet" (torchvision weights API) or a local checkpoint path
+    pretrained: str = "none"  # "none", "imagenet" or a state_dict file (encnet.models.pretrained)
+    # Where backbone files are read from (<dir>/<backbone>.pth for imagenet; default torchvision's cache). Not in the
+    # run id: the same weights read from another folder train the same run.
+    pretrained_dir: str = ""
     num_codes: int = 32  # K codewords; 0: global average pooling in place of the Encoding Layer (Figure 5)
     se_loss: bool = True
     aux: bool = True  # the auxiliary head on layer3 on/off; aux_head says which one

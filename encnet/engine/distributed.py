@@ -22,7 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .devices import DeviceError, gpu_refusal, process_refusal
+
 __all__ = [
+    "DeviceError",
     "DistContext",
     "PeerFailureError",
     "all_gather_objects",
@@ -61,22 +64,29 @@ class DistContext:
         return self.world_size > 1
 
 
-def setup(device: str | None = None) -> DistContext:
+def setup(device: str | None = None, gpu_only: bool = False) -> DistContext:
     """Join the process group described by torchrun's environment (or none), and pick the device.
 
-    ``device``: "cuda" or "cpu"; default CUDA when available. Safe to call again in the same process
-    (an existing process group is reused, e.g. when ``train`` and then ``evaluate`` run in-process).
+    ``device``: "cuda" or "cpu"; default CUDA when available, the CPU otherwise, unless ``gpu_only`` (the paper
+    profile): then a machine without usable CUDA is a :class:`DeviceError` saying why, never a silent CPU run. More
+    processes on this node than visible GPUs is one too. Safe to call again in the same process (an existing process
+    group is reused, e.g. when ``train`` and then ``evaluate`` run in-process).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    asked = ("--device cuda asks for a GPU" if device is not None and device.startswith("cuda") else
+             "the paper profile trains on GPUs" if device is None and gpu_only else None)
+    refusal = gpu_refusal(asked) if asked else None
+    if refusal:
+        raise DeviceError(refusal)
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda:
-        if torch.cuda.device_count() <= local_rank:
-            raise RuntimeError(
-                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices are visible; "
-                "start at most one process per GPU (torchrun --nproc_per_node <number of GPUs>)"
-            )
+        # torchrun exports LOCAL_WORLD_SIZE: every rank of a node refuses together, not only those past the count.
+        processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local_rank + 1)
+        refusal = process_refusal(processes, "torchrun --nproc_per_node" if world_size > 1 else "this run")
+        if refusal:
+            raise DeviceError(refusal)
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:

@@ -47,12 +47,12 @@ def evaluate(run_dir: str | Path, scales: Sequence[float] | None = None, flip: b
         raise FileNotFoundError(f"{run_dir} has no {runs.CHECKPOINT}; train it first: python -m encnet.train "
                                 f"{run_dir / 'config.yaml'} --run-dir {run_dir}")
     config = load_config(run_dir / "config.yaml", list(eval_overrides))
-    ctx = distributed.setup(device)
+    ctx = distributed.setup(device, gpu_only=config.profile == "paper")
     split = split or config.data.val_split
     tag = eval_tag(scales, flip, split, config)
     dataset = build_dataset_for(config, split, train=False)
     num_classes = dataset_num_classes(config, dataset)
-    model = build_model_for(config, num_classes)
+    model = build_model_for(config, num_classes, backbone_weights=False)  # the checkpoint replaces them
     checkpoint = runs.load_checkpoint(ckpt_path)  # weights_only, and checked against its sidecar
     model.load_state_dict(checkpoint["model"])
     model.to(ctx.device)
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped prediction")
     parser.add_argument("--save-predictions", action="store_true", help="write PNG predictions (and SE probabilities)")
     parser.add_argument("--split", help="dataset split (default: the config's data.val_split)")
-    parser.add_argument("--device", choices=["cuda", "cpu"])
+    parser.add_argument("--device", choices=["cuda", "cpu"],
+                        help="default: cuda when usable; a paper-profile run refuses the CPU unless asked for")
     published = parser.add_argument_group("published weights (no run folder; see encnet.engine.evaluate_published)")
     published.add_argument("--weights", help="a checkpoint file: the authors' model zoo, mmsegmentation, or ours")
     published.add_argument("--source", choices=["pytorch-encoding", "mmseg", "encnet"],
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.run_dir, scales=scales, flip=flip, save_predictions=args.save_predictions,
                           split=args.split, device=args.device)
         print_summary(result)
-    except (FileNotFoundError, ConfigError, runs.CheckpointError) as err:
+    except (FileNotFoundError, ConfigError, runs.CheckpointError, distributed.DeviceError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 2
     return distributed.exit_process(rc)
@@ -131,7 +132,7 @@ def _main_published(args, parser) -> int:
             if int(os.environ.get("RANK", "0")) == 0:
                 print(result["weights"]["load_report"]["file"], "loaded;", result["protocol"]["description"])
             print_summary(result)
-    except (FileNotFoundError, ConfigError, PublishedWeightsError) as err:
+    except (FileNotFoundError, ConfigError, PublishedWeightsError, distributed.DeviceError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         rc = 2
     return distributed.exit_process(rc)

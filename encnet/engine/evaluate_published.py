@@ -41,7 +41,7 @@ def evaluate_published(weights: str | Path, config_path: str | Path, source: str
     config = apply_protocol(config, protocol)
     config.model = published.model_config
     spec = PROTOCOLS[protocol]
-    ctx = distributed.setup(device)
+    ctx = distributed.setup(device, gpu_only=config.profile == "paper")
     split = split or config.data.val_split
     dataset = build_dataset_for(config, split, train=False)
     num_classes = dataset_num_classes(config, dataset)

@@ -67,11 +67,12 @@ PREVIOUS_CHECKPOINT = "checkpoint_prev.pt"
 SUM_SUFFIX = ".sum.json"
 DONE = "DONE"
 
-# Where the data lives and how often checkpoints are written do not change the numbers, so they do not change
-# the run id (a moved dataset still finds its runs).
+# Where the data and the backbone files live and how often checkpoints are written do not change the numbers, so
+# they do not change the run id (a moved dataset still finds its runs).
 # The evaluation protocol is applied after training and recorded in each eval_<tag>.json, so it does not
 # change the run id either: a new protocol evaluates the same trained run.
-_NOT_IN_HASH = {("data", "root"), ("train", "checkpoint_every"), ("train", "checkpoint_every_iters")}
+_NOT_IN_HASH = {("data", "root"), ("model", "pretrained_dir"), ("train", "checkpoint_every"),
+                ("train", "checkpoint_every_iters")}
 _SECTIONS_NOT_IN_HASH = ("eval",)
 # Keys added to the hash after runs existed: off (false, 0), they leave the run id as it was; on, they change it.
 # channels_last changes the rounding of convolutions, so its runs are not bitwise those without it. data.workers

@@ -68,7 +68,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from encnet.data.base import LabelSizeError, LabelValueError, UnreadableFileError
 
     return (ConfigError, RunExistsError, NonFiniteLossError, FileNotFoundError, LabelValueError, LabelSizeError,
-            UnreadableFileError, runs.CheckpointError, RunLockedError)
+            UnreadableFileError, runs.CheckpointError, RunLockedError, distributed.DeviceError)
 
 
 def log(ctx, message: str) -> None:
@@ -246,7 +246,7 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     """
     if if_locked not in ("wait", "skip"):
         raise ValueError(f"if_locked must be 'wait' or 'skip', not {if_locked!r}")
-    ctx = distributed.setup(device)
+    ctx = distributed.setup(device, gpu_only=config.profile == "paper")
     run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(config, output_root)
     if runs.is_finished(run_dir):
         log(ctx, f"{run_dir} already finished; not rerunning (delete its DONE file to train again)")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from encnet.experiments.checks import gate
 from encnet.experiments.execution import execute
 from encnet.experiments.experiment import PROFILES, REPO, Experiment
 from encnet.experiments.outputs import result_refs, write_outputs
@@ -25,6 +26,13 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="dataset root (paper profile; the demo generates its data into a cache)")
     parser.add_argument("--gpus", type=int, default=1,
                         help="processes per run: 1 trains in this process, N>1 launches torchrun --nproc_per_node N")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        help="default: CUDA when usable; the paper profile refuses to train on the CPU unless "
+                             "--device cpu asks for it")
+    parser.add_argument("--pretrained-dir", metavar="DIR",
+                        help="folder of backbone weights for every run: DIR/resnet50.pth, resnet101.pth (torchvision's "
+                             "ImageNet files), resnet50s.pth, resnet101s.pth (the release's); not part of the run id. "
+                             "Default: torchvision's cache under $TORCH_HOME")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the experiment's own)")
     parser.add_argument("--dry-run", action="store_true", help="print every run with its key settings; run nothing")
     parser.add_argument("--from-logs", action="store_true", help="rebuild the outputs from existing runs only")
@@ -39,7 +47,11 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
                         help="put every run on this side of every ledger entry (configs/discrepancies.yaml) that "
                              "applies to it; release = v0.5.0, the recipe behind the model-zoo weights. Default: "
                              "each entry's own side (suite_follows). --dry-run lists each entry's side")
+    # run_all.sh prints the ledger block once for all its scripts' dry runs.
+    parser.add_argument("--no-ledger-block", dest="ledger_block", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.pretrained_dir:  # like --data-root: where files are read from, not what trains (not in the run id)
+        args.set = [*args.set, f"model.pretrained_dir={args.pretrained_dir}"]
     if args.gpus < 1:
         parser.error(f"--gpus must be at least 1, found {args.gpus}")
     if args.dry_run and args.from_logs:
@@ -84,15 +96,17 @@ def run_experiment(experiment: Experiment, args: argparse.Namespace, label: str,
     if args.dry_run:
         print(f"{experiment.title} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} run(s), "
               f"{sum(not r.finished for r in runs)} to run")
-        print(ledger_summary(follow))
+        if args.ledger_block:
+            print(ledger_summary(follow))
         for run in runs:
             print(describe_run(run))
             print(ledger_line(run))
         return 0
     start = time.perf_counter()
     if not args.from_logs:
+        gate(runs, args)
         execute(runs, args.gpus, args.runs_root, progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"),
-                jobs=args.jobs)
+                jobs=args.jobs, device=args.device)
     for path in write(by_row, seeds):
         print(f"wrote {path}")
     print(f"{label} ({args.profile}): {len(runs)} run(s), {time.perf_counter() - start:.1f} s")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from encnet.experiments.checks import gate
 from encnet.experiments.cli import guarded, parse_args
 from encnet.experiments.execution import execute
 from encnet.experiments.experiment import Experiment, Row
@@ -39,11 +40,18 @@ def experiment(sides: list[Measurement], seeds: tuple[int, ...]) -> Experiment:
 
 
 def missing_weights(run: PlannedRun) -> str | None:
-    """The local weights file a run needs and does not find (the authors' ResNet-50s), if any."""
-    pretrained = run.config.model.pretrained
-    if pretrained in ("none", "imagenet", "") or Path(pretrained).expanduser().is_file():
+    """The local weights file a run needs and does not find (the authors' ResNet-50s), if any; a
+    ``model.pretrained_dir`` folder holding it serves too (``encnet.models.pretrained.locate``)."""
+    from encnet.models.pretrained import PretrainedWeightsError, locate
+
+    m = run.config.model
+    if m.pretrained in ("none", "imagenet", ""):
         return None
-    return pretrained
+    try:
+        locate(m.backbone, m.pretrained, m.pretrained_dir)
+    except PretrainedWeightsError:
+        return m.pretrained
+    return None
 
 
 def results(sides: list[Measurement], by_row, seeds) -> pd.DataFrame:
@@ -170,7 +178,8 @@ def _main(args) -> int:
     if args.dry_run:
         print(f"{TITLE} — profile {args.profile}, seeds {list(seeds)}: {len(runs)} distinct run(s), "
               f"{sum(not r.finished for r in runs)} to run")
-        print(ledger_summary(args.follow))
+        if args.ledger_block:
+            print(ledger_summary(args.follow))
         for run in runs:
             print(describe(run))
             print(ledger_line(run))
@@ -182,8 +191,10 @@ def _main(args) -> int:
         for line in skipped:
             print(f"skipped: {line}")
         todo = [run for run in runs if run.run_dir not in blocked]
+        gate(todo, args)
         execute(todo, args.gpus, args.runs_root,
-                             progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), jobs=args.jobs)
+                             progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), jobs=args.jobs,
+                             device=args.device)
     table = effects(results(sides, by_row, seeds))
     base = ledger.profiles.get("demo", {}).get("base", "")
     text = caption(args.profile, ledger, seeds, f"configs/demo/{base}.yaml")

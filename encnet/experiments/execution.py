@@ -61,7 +61,8 @@ def _has_ms_eval(run: PlannedRun) -> bool:
     return all(done.get(k) == v for k, v in want.items())
 
 
-def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str | Path, bar) -> None:
+def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str | Path, bar,
+                           device: str | None = None) -> None:
     """Train independent runs ``jobs`` at a time, one single-process ``encnet.train`` each.
 
     On a CPU machine a tiny demo run cannot use more than one core well, so training two runs side by side
@@ -108,7 +109,7 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
             run.run_dir.mkdir(parents=True, exist_ok=True)
             log = open(run.run_dir / "train.log", "a")
             command = [sys.executable, "-m", "encnet.train", str(run.config_file), *run.overrides, "--resume",
-                       "--run-dir", str(run.run_dir)]
+                       "--run-dir", str(run.run_dir), *_device_option(device)]
             running.append((run, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
         if failed and not running:
             raise RuntimeError("training failed; rerunning the same command resumes what stopped:\n  "
@@ -118,33 +119,40 @@ def _train_in_subprocesses(runs: Sequence[PlannedRun], jobs: int, runs_root: str
         time.sleep(0.5)
 
 
+def _device_option(device: str | None) -> list[str]:
+    return ["--device", device] if device else []
+
+
 def execute(runs: Sequence[PlannedRun], gpus: int, runs_root: str | Path, progress: bool = True,
-            jobs: int = 1, evaluate_ms: bool = True) -> None:
+            jobs: int = 1, evaluate_ms: bool = True, device: str | None = None) -> None:
     """Train what is unfinished (resuming from a checkpoint), then add the missing multi-scale evaluations
     (unless ``evaluate_ms`` is False).
 
-    ``jobs`` > 1 (single-process runs only) trains that many runs side by side in subprocesses.
+    ``jobs`` > 1 (single-process runs only) trains that many runs side by side in subprocesses. ``device``
+    ("cuda", "cpu"; None: CUDA when usable, and the paper profile refuses the CPU) goes to every training and
+    evaluation.
     """
     from tqdm import tqdm
 
     todo = [r for r in runs if not r.finished]
     if jobs > 1 and gpus == 1 and len(todo) > 1:
         with tqdm(total=len(todo), desc=f"runs ({jobs} at a time)", unit="run", disable=not progress) as bar:
-            _train_in_subprocesses(todo, jobs, runs_root, bar)
+            _train_in_subprocesses(todo, jobs, runs_root, bar, device)
     for run in tqdm(runs, desc="runs", unit="run", disable=not progress):
         if not run.finished:
             if gpus > 1:
                 _torchrun(gpus, "encnet.train", [str(run.config_file), *run.overrides, "--resume",
-                                                 "--run-dir", str(run.run_dir)])
+                                                 "--run-dir", str(run.run_dir), *_device_option(device)])
             else:
                 from encnet.engine.train import train
 
-                train(run.config, run_dir=run.run_dir, resume=True)
+                train(run.config, run_dir=run.run_dir, resume=True, device=device)
         if evaluate_ms and "ms" in run.evals and not _has_ms_eval(run):
             scales, flip, _ = _ms_settings(run.config)
             if gpus > 1:
-                _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms"])
+                _torchrun(gpus, "encnet.evaluate", [str(run.run_dir), "--ms", *_device_option(device)])
             else:
                 from encnet.engine.evaluate import evaluate
 
-                evaluate(run.run_dir, scales=scales, flip=flip, eval_overrides=_ms_overrides(run.config))
+                evaluate(run.run_dir, scales=scales, flip=flip, eval_overrides=_ms_overrides(run.config),
+                         device=device)

@@ -16,6 +16,7 @@ import os
 import time
 from typing import Sequence
 
+from encnet.experiments.checks import gate
 from encnet.experiments.cli import guarded, parse_args
 
 from encnet.experiments.execution import execute
@@ -63,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"train_all ({args.profile}): {len(runs)} planned run(s) of every experiment, {len(todo)} to train, "
               f"{args.jobs} at a time")
         # Training only: multi-scale evaluations and outputs are each script's own step.
+        gate(todo, args)
         execute(todo, args.gpus, args.runs_root, jobs=args.jobs, evaluate_ms=False,
-                progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"))
+                progress=os.environ.get("ENCNET_NO_PROGRESS", "") in ("", "0"), device=args.device)
         print(f"train_all ({args.profile}): {len(todo)} run(s) trained in {time.perf_counter() - start:.1f} s")
         return 0
 

@@ -19,25 +19,22 @@ torchvision's ``replace_stride_with_dilation=[False, True, True]`` and the autho
 - ``resnet_tiny_deep``: ``resnet_tiny`` with three blocks in stage 3 instead of one; it plays R101 in the demo
   (R50 → R101 deepens only stage 3, 6 → 23 blocks), so the demo's "R101" rows are runs of their own.
 
-``pretrained``: ``"none"``; ``"imagenet"`` (torchvision's weights API, resnet50/resnet101 only); or a
-path to a local ``state_dict`` file in torchvision's ResNet layout (``fc.*`` keys are ignored).
+``pretrained``: ``"none"``; ``"imagenet"`` (torchvision's files for resnet50/resnet101, the release's for the deep
+stems, from ``pretrained_dir`` when given); or a path to a ``state_dict`` file in torchvision's ResNet layout (``fc.*``
+keys are ignored). Where each is read from, and the check that a file fits the backbone: ``encnet.models.pretrained``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 from torch import Tensor, nn
-from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
+from torchvision.models import resnet50, resnet101
 from torchvision.models.resnet import Bottleneck, conv1x1
+
+from encnet.models.pretrained import check_state, fetch, locate
 
 __all__ = ["ResNetFeatures", "build_backbone", "deep_stem", "tiny_resnet", "BACKBONES"]
 
-_TORCHVISION = {
-    "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
-    "resnet101": (resnet101, ResNet101_Weights.IMAGENET1K_V1),
-}
+_TORCHVISION = {"resnet50": resnet50, "resnet101": resnet101}
 # name: (torchvision base, the deep stem's widths)
 _DEEP_STEM = {
     "resnet50s": ("resnet50", (64, 64, 128)),
@@ -100,7 +97,7 @@ def deep_stem(widths: tuple[int, int, int]) -> tuple[nn.Sequential, nn.BatchNorm
 
 
 def _deep_stem_resnet(base: str, widths: tuple[int, int, int]) -> ResNetFeatures:
-    net = _TORCHVISION[base][0](weights=None, replace_stride_with_dilation=[False, True, True])
+    net = _TORCHVISION[base](weights=None, replace_stride_with_dilation=[False, True, True])
     net.conv1, net.bn1 = deep_stem(widths)
     first = net.layer1[0]
     if first.conv1.in_channels != widths[2]:
@@ -142,49 +139,10 @@ def tiny_resnet(planes=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width: int = 1
     return features
 
 
-def _load_local(backbone: ResNetFeatures, name: str, path: str) -> None:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights for {name}: no file at {str(file)!r}; give an existing state_dict "
-            f"path or set `pretrained: none`"
-        )
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = backbone.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-    if missing or unexpected or reshaped:
-        raise ValueError(
-            f"{file} does not match backbone {name} (expected a torchvision-layout ResNet "
-            f"state_dict): missing keys {missing[:3]}, unexpected keys {unexpected[:3]}, "
-            f"other shapes {reshaped[:3]}"
-        )
-    backbone.load_state_dict(state)
-
-
-def _imagenet_state(name: str) -> dict:
-    if name not in _TORCHVISION:
-        raise ValueError(
-            f"torchvision has no ImageNet weights for backbone {name!r} (only for "
-            f"{', '.join(_TORCHVISION)}); give a local state_dict path or set `pretrained: none`"
-        )
-    weights = _TORCHVISION[name][1]
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as err:  # URLError, HTTPError, OSError, hash mismatch: all mean "not available"
-        raise RuntimeError(
-            f"could not fetch torchvision weights {weights} for {name} ({type(err).__name__}: "
-            f"{err}); give a local state_dict path as `pretrained: /path/to/{name}.pth` or set "
-            f"`pretrained: none`"
-        ) from None
-
-
-def build_backbone(name: str, pretrained: str = "none") -> ResNetFeatures:
+def build_backbone(name: str, pretrained: str = "none", pretrained_dir: str = "") -> ResNetFeatures:
     """Build a dilated (output stride 8) backbone; see the module docstring for names and weights."""
     if name in _TORCHVISION:
-        net = _TORCHVISION[name][0](weights=None, replace_stride_with_dilation=[False, True, True])
+        net = _TORCHVISION[name](weights=None, replace_stride_with_dilation=[False, True, True])
         backbone = _from_torchvision(net)
     elif name in _DEEP_STEM:
         backbone = _deep_stem_resnet(*_DEEP_STEM[name])
@@ -193,9 +151,8 @@ def build_backbone(name: str, pretrained: str = "none") -> ResNetFeatures:
     else:
         raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
 
-    if pretrained == "imagenet":
-        state = _imagenet_state(name)
-        backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
-    elif pretrained not in ("none", "", None):
-        _load_local(backbone, name, pretrained)
+    located = locate(name, pretrained, pretrained_dir)
+    if located.source != "none":
+        own = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+        backbone.load_state_dict(check_state(fetch(located), own))
     return backbone

@@ -128,6 +128,7 @@ def build_model(
     num_classes: int,
     backbone: str = "resnet50",
     pretrained: str = "none",
+    pretrained_dir: str = "",
     aux: bool = True,
     se_loss: bool = True,
     lateral: bool = False,
@@ -153,7 +154,7 @@ def build_model(
                 f"model fcn has no Context Encoding head, so {changed} mean nothing for it; remove "
                 f"these keys from the model config (defaults: {_ENCNET_ONLY_DEFAULTS})"
             )
-    features = build_backbone(backbone, pretrained)
+    features = build_backbone(backbone, pretrained, pretrained_dir)
     if name == "fcn":
         return FCN(features, num_classes, aux=aux)
     return EncNet(features, num_classes, aux, se_loss, lateral, num_codes, attention, aux_head)

@@ -18,7 +18,7 @@ import pandas as pd
 
 __all__ = ["load_results", "machine_label", "targets_frame", "rows_frame", "build_benchmarks_markdown",
            "write_benchmarks_table", "markdown_table", "paper_cost_frame", "build_paper_cost_markdown",
-           "write_paper_cost_table", "train_images", "train_iterations", "main"]
+           "write_paper_cost_table", "measured_step", "train_images", "train_iterations", "main"]
 
 ORDER = ("encoding_layer", "model_overhead", "syncbn", "data_pipeline", "train_step", "syncbn_cuda",
          "paper_training", "ms_eval")
@@ -162,6 +162,17 @@ def _match(rows: list[dict], model: str, backbone: str, crop: int, batch: int, p
                                  r.get("precision"), bool(r.get("channels_last"))) ==
              (model, backbone, crop, batch, precision, channels_last) and r.get("step_s")]
     return min(found, key=lambda r: r["step_s"]) if found else None
+
+
+def measured_step(results: list[dict], config) -> float | None:
+    """Seconds of one measured GPU training step of ``config`` (its model, backbone, crop, global batch, precision
+    and memory format), or None when ``results`` hold none."""
+    if config.task != "segmentation":
+        return None
+    t = config.train
+    row = _match(_step_rows(results), config.model.name, config.model.backbone, config.data.crop_size, t.batch_size,
+                 "bf16" if t.amp else "fp32", t.channels_last)
+    return None if row is None else float(row["step_s"])
 
 
 def paper_cost_frame(results: list[dict], configs_dir: str | Path) -> pd.DataFrame:
