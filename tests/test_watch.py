@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"images_per_s", "epoch_time_s"}
 HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 NEEDS_TENSORBOARD = pytest.mark.skipif(not HAVE_TENSORBOARD, reason="tensorboard is not installed: "
-                                       "pip install 'encnet[tensorboard]' (or .[test]) to run this test")
+                                       "`pip install -e '.[tensorboard]'` (or '.[test]') runs this test")
 LINE = re.compile(r"^epoch (\d+)/3 iter (\d+)/2  loss ([0-9.]+) \(main [0-9.]+ aux [0-9.]+ se [0-9.]+\)  lr \S+  "
                   r"[0-9.]+ img/s  eta epoch \d+:\d\d:\d\d run \d+:\d\d:\d\d  peak RSS [0-9,]+ MiB$", re.M)
 
@@ -137,6 +137,6 @@ def test_tensorboard_asked_for_but_missing_is_an_error_before_any_folder(tiny_se
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     config = load_config(tiny_segmentation_config, ["train.tensorboard=true"])
-    with pytest.raises(ConfigError, match=re.escape("pip install 'encnet[tensorboard]'")):
+    with pytest.raises(ConfigError, match=re.escape("pip install tensorboard")):
         train(config, output_root=tmp_path / "runs", device="cpu")
     assert not (tmp_path / "runs").exists()

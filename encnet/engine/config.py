@@ -121,7 +121,7 @@ class TrainConfig:
     val_every: int = 1  # epochs between single-scale monitoring evaluations; 0: only after the last epoch
     # Watching a run (encnet/engine/progress.py): neither changes what trains, so neither is part of the run id.
     log_every: int = 50  # iterations between progress lines and progress.jsonl records; 0: one line per epoch
-    tensorboard: bool = False  # event files in <run folder>/tensorboard/ (needs pip install 'encnet[tensorboard]')
+    tensorboard: bool = False  # event files in <run folder>/tensorboard/ (the extra: pip install -e '.[tensorboard]')
 
 
 @dataclass

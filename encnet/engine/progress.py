@@ -6,7 +6,8 @@
 - the same records as JSON lines in the run folder's ``progress.jsonl`` (``metrics.jsonl`` keeps one record per
   epoch, as its readers expect);
 - with ``train.tensorboard: true``, TensorBoard event files in ``<run folder>/tensorboard/``, so
-  ``tensorboard --logdir runs/`` shows every run's curves while they train (``pip install 'encnet[tensorboard]'``);
+  ``tensorboard --logdir runs/`` shows every run's curves while they train (the optional extra: ``pip install -e
+  '.[tensorboard]'`` in the clone);
 - on a terminal, the per-iteration progress bar (tqdm; ``ENCNET_NO_PROGRESS=1`` hides it) and one line per epoch.
 
 Watching never changes what trains: every number comes from values the loop already holds on the host (the
@@ -32,7 +33,7 @@ __all__ = ["PROGRESS_FILE", "TENSORBOARD_DIR", "TrainingProgress", "check_tensor
 
 PROGRESS_FILE = "progress.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-TENSORBOARD_INSTALL = "pip install 'encnet[tensorboard]'"
+TENSORBOARD_INSTALL = "pip install tensorboard"  # what the extra `.[tensorboard]` adds, wherever encnet came from
 # The loss parts in the order a line shows them (the record keys of the training loop).
 _PARTS = (("loss_main", "main"), ("loss_aux", "aux"), ("loss_se", "se"), ("loss_aux_se", "aux_se"))
 
@@ -45,7 +46,8 @@ def check_tensorboard(config: Config) -> None:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as err:
         raise ConfigError(f"train.tensorboard=true writes TensorBoard event files, but tensorboard is not installed "
-                          f"({err}); install it with `{TENSORBOARD_INSTALL}`, or set train.tensorboard=false") from None
+                          f"({err}); install it with `{TENSORBOARD_INSTALL}` (in the clone: `pip install -e "
+                          f"'.[tensorboard]'`), or set train.tensorboard=false") from None
 
 
 def progress_bar_wanted() -> bool:
