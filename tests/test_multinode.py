@@ -27,6 +27,7 @@ from conftest import TINY_SEGMENTATION, write_config
 from encnet.engine import runs
 from encnet.engine.config import load_config
 from encnet.engine.distributed import find_free_port
+from encnet.engine.runlock import LOCK
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -121,6 +122,9 @@ def test_two_nodes_train_one_run_resume_it_after_a_kill_and_match_one_node(singl
     assert not runs.is_finished(run_dir), logs
     assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["epoch"] == 2, logs
     assert [r["epoch"] for r in runs.read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]  # one writer
+    # Rank 0 died holding the lock. (Its peer may, rarely, see the connection drop in iteration 4's last collective
+    # and stop with a message instead; the lock is then released as after any failure.)
+    stale_lock = (run_dir / LOCK).exists()
 
     # The same command with --resume, on both nodes: the dead holder's lock is taken over, every rank loads the
     # checkpoint (its weights, optimizer state and its own RNG streams), and the run ends where one node ends it.
@@ -134,7 +138,7 @@ def test_two_nodes_train_one_run_resume_it_after_a_kill_and_match_one_node(singl
         "mIoU"]
     env = runs.read_json(run_dir / "env.json")
     assert env["world_size"] == 2 and [r["epoch"] for r in env["resumes"]] == [2]
-    assert "taking over a stale lock" in text and "resuming" in text
+    assert ("taking over a stale lock" in text) == stale_lock and "resuming" in text
     assert text.count("epoch 3/3") == 1 and text.count(f"run folder: {run_dir}") == 1, text  # global rank 0 only
 
 

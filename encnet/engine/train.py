@@ -326,8 +326,8 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
         except user_errors() as err:
             if isinstance(err, (ConfigError, RunLockedError, runs.CheckpointError)):
                 raise
-            raise type(err)(f"{err}\nthe run stopped; last good checkpoint: {last_good()} (intact). Fix the "
-                            f"file, then {again()}") from None
+            kept = f"last good checkpoint: {last_good()} (intact)" if saved_at else "it had no checkpoint yet"
+            raise type(err)(f"{err}\nthe run stopped; {kept}. Fix the file, then {again()}") from None
         except RuntimeError as err:
             failure = distributed.peer_failure(err) if ctx.distributed else None
             if failure is None:
