@@ -103,6 +103,7 @@ def test_tensorboard_event_files_read_back_hold_the_logged_curves(tiny_segmentat
         assert [v for _, v in curves[f"train/{key}"]] == pytest.approx([r[key] for r in records], rel=1e-6), key
     assert curves["val/mIoU"] == [(2 * e["epoch"], pytest.approx(e["val_mIoU"], rel=1e-6)) for e in epochs]
     assert [s for s, _ in curves["epoch/loss"]] == [2, 4, 6]
+    assert "train/loss_aux_se" not in curves  # the stage-3 SE head is off in this config: no flat zero curve
 
 
 @NEEDS_TENSORBOARD
@@ -140,3 +141,12 @@ def test_tensorboard_asked_for_but_missing_is_an_error_before_any_folder(tiny_se
     with pytest.raises(ConfigError, match=re.escape("pip install tensorboard")):
         train(config, output_root=tmp_path / "runs", device="cpu")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_classification_run_logs_its_training_error(tiny_classification_config, tmp_path, capsys):
+    # 16 images in batches of 8: with log_every=2 each epoch's line covers the epoch, as its metrics.jsonl record.
+    config = load_config(tiny_classification_config, ["train.log_every=2"])
+    run_dir = train(config, run_dir=tmp_path / "run", device="cpu")
+    records, epochs = runs.read_jsonl(run_dir / PROGRESS_FILE), runs.read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["train_top1_error"] for r in records] == [e["train_top1_error"] for e in epochs]
+    assert re.search(r"^epoch 2/2 iter 2/2  loss [0-9.]+  error [0-9.]+%  lr ", capsys.readouterr().out, re.M)

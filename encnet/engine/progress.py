@@ -166,7 +166,8 @@ class TrainingProgress:
         runs.append_jsonl(self.run_dir / PROGRESS_FILE, record)
         self._line(self._format(record))
         if self.writer is not None:
-            for key in ("loss", *(k for k, _ in _PARTS), "train_top1_error", "lr", "images_per_s", "peak_memory_MiB"):
+            parts = [k for k, _ in _PARTS if record.get(k, 0.0) != 0.0]  # no flat curve for a head that is off
+            for key in ("loss", *parts, "train_top1_error", "lr", "images_per_s", "peak_memory_MiB"):
                 if key in record:
                     self.writer.add_scalar(f"train/{key}", record[key], it)
             self.writer.flush()
