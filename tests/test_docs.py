@@ -27,7 +27,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
 # Programs of other projects that a page may quote: not this code's to accept.
-EXTERNAL = {".venv/bin/pip", ".venv/bin/jupyter", "pip", "sudo"}
+EXTERNAL = {".venv/bin/pip", ".venv/bin/jupyter", "pip", "sudo", "tensorboard"}
 # Placeholders a reader replaces: paths under them are not expected in a checkout.
 PLACEHOLDERS = ("RUN_ID", "RUN_DIR", "/data", "~/", "/shared/", "weights/", "runs/")
 

@@ -497,3 +497,66 @@ def test_checkpoints_from_before_the_tensor_rng_states_still_load(tmp_path):
     assert loaded["rng"][0]["numpy"][0] == "MT19937" and loaded["rng"][0]["python"] == random.getstate()
     with pytest.raises(Exception, match="numpy"):
         torch.load(tmp_path / "old.pt", weights_only=True)  # without the allowance it is refused
+
+
+# ---------------------------------------------------------------------- 8. a run that fails before its first checkpoint
+
+
+def test_a_run_whose_dataset_is_missing_leaves_no_run_folder(tiny_segmentation_config, tmp_path, capsys):
+    missing = tmp_path / "no_data_here"
+    args = [str(tiny_segmentation_config), "data.dataset=pascal_context", f"data.root={missing}", "data.options={}",
+            "--output-root", str(tmp_path / "runs"), "--device", "cpu"]
+    assert train_module.main(args) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+    # Neither the run folder nor the <profile>/<experiment> folders the attempt made are left.
+    assert not (tmp_path / "runs").exists(), sorted(p.name for p in (tmp_path / "runs").rglob("*"))
+
+
+def test_a_run_that_fails_in_its_first_iteration_removes_what_it_wrote_and_only_that(tmp_path):
+    """Images that do not decode fail the first batch, after config.yaml and env.json were written. A folder that
+    existed before (the experiment runner opens train.log there first) keeps what it held."""
+    data = yaml.safe_load(yaml.safe_dump(TINY_SEGMENTATION))
+    config = load_config(write_config(tmp_path / "configs", data, tmp_path / "private_data", "broken"))
+    build_dataset_for(config, "train", train=True)
+    for path in sorted(next((tmp_path / "private_data").rglob("images")).glob("train_*")):
+        truncate(path)
+
+    fresh = tmp_path / "runs" / "fresh"
+    with pytest.raises(UnreadableFileError, match="run the same command again"):
+        train(config, run_dir=fresh, device="cpu")
+    assert not fresh.exists() and not (tmp_path / "runs").exists()
+
+    opened = tmp_path / "opened"
+    opened.mkdir()
+    (opened / "train.log").write_text("the runner's log\n")
+    with pytest.raises(UnreadableFileError):
+        train(config, run_dir=opened, resume=True, device="cpu")
+    assert sorted(p.name for p in opened.iterdir()) == ["train.log"]
+
+
+def test_a_failure_before_the_first_checkpoint_removes_the_run_and_one_after_it_keeps_it(four_iteration_epochs,
+                                                                                         tmp_path, monkeypatch, capsys):
+    config = load_config(four_iteration_epochs)  # 4 iterations per epoch, a checkpoint after each epoch
+    real = train_module.lr_at
+    interrupt_at = {1}
+
+    def interrupt(schedule, base, it, *rest):
+        if it in interrupt_at:
+            raise KeyboardInterrupt
+        return real(schedule, base, it, *rest)
+
+    monkeypatch.setattr(train_module, "lr_at", interrupt)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=run_dir, device="cpu")
+    assert "run the same command again to start afresh" in capsys.readouterr().err
+    assert not run_dir.exists()
+    # Once a checkpoint exists, a failure leaves everything for --resume.
+    interrupt_at.clear()
+    interrupt_at.add(5)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=run_dir, device="cpu")
+    assert "resume with: python -m encnet.train" in capsys.readouterr().err
+    assert {"config.yaml", "env.json", "metrics.jsonl", runs.CHECKPOINT} <= {p.name for p in run_dir.iterdir()}
+    assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["epoch"] == 1

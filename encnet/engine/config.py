@@ -122,6 +122,9 @@ class TrainConfig:
     # Also checkpoint every N iterations inside an epoch (0: off), for epochs longer than a pre-emption window.
     checkpoint_every_iters: int = 0
     val_every: int = 1  # epochs between single-scale monitoring evaluations; 0: only after the last epoch
+    # Watching a run (encnet/engine/progress.py): neither changes what trains, so neither is part of the run id.
+    log_every: int = 50  # iterations between progress lines and progress.jsonl records; 0: one line per epoch
+    tensorboard: bool = False  # event files in <run folder>/tensorboard/ (the extra: pip install -e '.[tensorboard]')
 
 
 @dataclass
@@ -392,6 +395,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.checkpoint_every", lambda v: v >= 1, "≥ 1"),
     ("train.checkpoint_every_iters", lambda v: v >= 0, "≥ 0 (0: only at epoch ends)"),
     ("train.val_every", lambda v: v >= 0, "≥ 0 (0: only after the last epoch)"),
+    ("train.log_every", lambda v: v >= 0, "≥ 0 (0: one line per epoch)"),
     ("eval.scales", lambda v: len(v) > 0 and all(0 < s < math.inf for s in v), "a non-empty list of scales > 0"),
     ("eval.crop_size", lambda v: v is None or (v >= 1 if isinstance(v, int) else len(v) == 2 and min(v) >= 1),
      "≥ 1, or [height, width] both ≥ 1 (or null)"),

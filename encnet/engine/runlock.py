@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["LOCK", "RunLock", "RunLockedError", "describe_holder", "live_holder", "read_lock"]
+__all__ = ["LOCK", "RunLock", "RunLockedError", "describe_holder", "live_holder", "lock_run", "read_lock"]
 
 LOCK = "LOCK"
 _HELD_HERE: set[str] = set()  # tokens of the locks this process holds (any RunLock object)
@@ -101,13 +101,15 @@ class RunLock:
         return None
 
     def try_acquire(self) -> dict | None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             token = uuid.uuid4().hex
             record = {"host": socket.gethostname(), "pid": os.getpid(), "token": token,
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileNotFoundError:
+                continue  # a holder whose run failed before its first checkpoint removed the folder meanwhile
             except FileExistsError:
                 info = read_lock(self.run_dir)
                 if info is None:
@@ -201,3 +203,32 @@ def live_holder(run_dir: str | Path) -> dict | None:
     if info is None or RunLock(run_dir).stale_reason(info) is not None:
         return None
     return info
+
+
+def lock_run(run_dir: Path, ctx, if_locked: str, say=print) -> RunLock | None:
+    """Hold ``run_dir``'s lock for a training run (rank 0 holds it for all ranks of ``ctx``, a
+    ``encnet.engine.distributed.DistContext``). ``if_locked`` "wait": poll until the holder releases it (or dies);
+    "skip": raise :class:`RunLockedError`. Every rank polls together, so nobody sits in a barrier for the hours
+    another run may take."""
+    import torch
+
+    from . import distributed
+
+    lock = RunLock(run_dir, say=say) if ctx.is_main else None
+    poll = _env_seconds("ENCNET_LOCK_POLL_S", 10)
+    announced = False
+    while True:
+        holder = lock.try_acquire() if lock is not None else None
+        flag = torch.tensor([0.0 if holder is None or not ctx.is_main else 1.0], device=ctx.device)  # nccl: on GPU
+        distributed.all_reduce_sum(flag)
+        if flag.item() == 0:
+            return lock
+        if if_locked == "skip":
+            by = describe_holder(holder) if holder else "another process"
+            raise RunLockedError(f"{run_dir} is being trained by {by}; "
+                                 f"skipping it (its result is reused once it finishes)")
+        if not announced and holder is not None:
+            say(f"{run_dir} is being trained by {describe_holder(holder)}; waiting for it to finish, then "
+                f"reusing its result (--if-locked skip skips it instead)")
+            announced = True
+        time.sleep(poll)

@@ -5,6 +5,8 @@ A run lives in ``<output_root>/<profile>/<experiment>/<run-id>/`` with
 - ``config.yaml``   the resolved config (file + overrides + defaults) that ran;
 - ``env.json``      package versions, git commit and dirty flag, world size, devices, host, start time;
 - ``metrics.jsonl`` one JSON object per epoch;
+- ``progress.jsonl`` one JSON object every ``train.log_every`` iterations (``encnet.engine.progress``), and with
+  ``train.tensorboard: true`` TensorBoard's event files in ``tensorboard/``;
 - ``checkpoint_last.pt`` model/optimizer/scaler/epoch/RNG states, with ``checkpoint_last.pt.sum.json`` (its size
   and sha256, written and checked before the file replaces the previous one);
 - ``checkpoint_prev.pt`` the checkpoint before it (and its ``.sum.json``): the fallback when the last is corrupt;
@@ -14,6 +16,9 @@ A run lives in ``<output_root>/<profile>/<experiment>/<run-id>/`` with
 
 The run id is ``seed<seed>-<hash>`` where the hash covers every config value that can change the numbers,
 so the same config + overrides always map to the same folder and reproduce scripts find runs by config.
+
+A training session that fails before the run has a checkpoint leaves no folder that looks like a run: what it
+wrote is removed (``discard_failed_start``), and the folder too when the session made it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,12 +53,16 @@ __all__ = [
     "capture_env",
     "cpu_model",
     "config_hash",
+    "discard_failed_start",
     "find_runs",
+    "first_missing_folder",
     "is_finished",
     "load_checkpoint",
     "load_resume_checkpoint",
     "read_json",
     "read_jsonl",
+    "record_session",
+    "remove_empty_folders",
     "run_dir_for",
     "run_id",
     "save_checkpoint",
@@ -67,12 +77,12 @@ PREVIOUS_CHECKPOINT = "checkpoint_prev.pt"
 SUM_SUFFIX = ".sum.json"
 DONE = "DONE"
 
-# Where the data and the backbone files live and how often checkpoints are written do not change the numbers, so
-# they do not change the run id (a moved dataset still finds its runs).
+# Where the data and the backbone files live, how often checkpoints are written and how a run is watched (progress
+# lines, TensorBoard) do not change the numbers, so they do not change the run id (a moved dataset still finds its runs).
 # The evaluation protocol is applied after training and recorded in each eval_<tag>.json, so it does not
 # change the run id either: a new protocol evaluates the same trained run.
 _NOT_IN_HASH = {("data", "root"), ("model", "pretrained_dir"), ("train", "checkpoint_every"),
-                ("train", "checkpoint_every_iters")}
+                ("train", "checkpoint_every_iters"), ("train", "log_every"), ("train", "tensorboard")}
 _SECTIONS_NOT_IN_HASH = ("eval",)
 # Keys added to the hash after runs existed: off (false, 0), they leave the run id as it was; on, they change it.
 # channels_last changes the rounding of convolutions, so its runs are not bitwise those without it. data.workers
@@ -335,6 +345,82 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def truncate_jsonl(path: str | Path, keep: list[dict]) -> None:
     """Rewrite ``path`` with only ``keep`` (used on resume to drop epochs logged after the checkpoint)."""
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+# ------------------------------------------------------------------------------------------ a training session
+
+
+def record_session(run_dir: str | Path, config_yaml: str, env: dict, resumed_at: tuple[int, int] | None) -> list[str]:
+    """Write a training session's ``config.yaml`` and ``env.json``: a fresh start replaces both and empties
+    ``metrics.jsonl``; a resume after ``resumed_at`` = (epochs done, iterations done of the next epoch) appends
+    ``env`` to ``env.json``'s ``resumes`` and drops the epochs logged after the checkpoint, which are trained again.
+    Returns the notes to log (a resume on another CPU set-up)."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", config_yaml)
+    if resumed_at is None:
+        write_json(run_dir / "env.json", env)
+        metrics_path.unlink(missing_ok=True)
+        return []
+    epoch, batches = resumed_at
+    first = read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
+    before = (first.get("resumes") or [first])[-1]
+    # Another thread count or kernel set sums in another order: the run goes on, on another trajectory.
+    changed = [f"{key} {before[key]} → {env[key]}" for key in ("cpu_threads", "cpu_capability", "cpu_model")
+               if key in before and before[key] != env[key]]
+    first.setdefault("resumes", []).append({"epoch": epoch, "batches_done": batches, **env})
+    write_json(run_dir / "env.json", first)
+    truncate_jsonl(metrics_path, [r for r in read_jsonl(metrics_path) if r["epoch"] <= epoch])
+    return [f"note: resuming with {', '.join(changed)}; the run continues but is no longer bitwise reproducible"
+            ] if changed else []
+
+
+def first_missing_folder(folder: str | Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (None when ``folder`` exists): what a
+    session that fails before its first checkpoint removes again, when empty."""
+    folder = Path(folder)
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def discard_failed_start(run_dir: str | Path, kept: set[str]) -> list[str] | None:
+    """After a training session failed: when ``run_dir`` holds no checkpoint and is not finished, nothing in it can
+    be resumed, so remove what the session wrote (every entry but the names in ``kept``, those present when it
+    took the run's lock: a log file the caller opened there, a previous session's files) and return their names.
+    Returns None and removes nothing when there is a checkpoint (the run resumes from it)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or any((run_dir / name).exists() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT, DONE)):
+        return None
+    removed = []
+    for path in sorted(run_dir.iterdir()):
+        if path.name in kept:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def remove_empty_folders(folder: str | Path, up_to: str | Path) -> None:
+    """Remove ``folder`` and its parents up to and including ``up_to`` while they are empty."""
+    folder, up_to = Path(folder), Path(up_to)
+    chain = [folder, *folder.parents]
+    if up_to not in chain:
+        return
+    for candidate in chain[:chain.index(up_to) + 1]:
+        try:
+            candidate.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: another process's lock or files
+            return
 
 
 # ------------------------------------------------------------------------------------------ environment

@@ -12,7 +12,12 @@ produces the same weights and metrics as an uninterrupted one (bit for bit on CP
 
 Failures (docs/reliability.md): a ``LOCK`` file keeps a second process out of the run folder;
 SIGTERM / SIGUSR1 write a checkpoint at the next iteration boundary and exit with status 75 (requeue);
-a dead rank stops the others with a message naming it; an unreadable image stops the run with its path.
+a dead rank stops the others with a message naming it; an unreadable image stops the run with its path; a run that
+fails before its first checkpoint leaves no run folder behind. Only global rank 0 writes the run folder, on one node
+or many; every rank reads the checkpoint when resuming.
+
+Watching a run (``encnet.engine.progress``): a line every ``train.log_every`` iterations, ``progress.jsonl``, and
+TensorBoard event files with ``train.tensorboard: true``.
 
 ``train(config, run_dir=None, resume=False) -> Path`` is the same thing as a function for reproduce scripts.
 """
@@ -21,37 +26,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed, runs
-from .runlock import RunLock, RunLockedError, describe_holder
+from .build import (build_criterion, build_dataset_for, build_metric, build_model_for, build_optimizer,
+                    dataset_num_classes, load_model_weights)
 from .config import Config, ConfigError, effective_lr, load_config, to_dict, to_yaml
 from .eval_loop import evaluate_model, write_eval
-from encnet.metrics import best_validation
-from .build import (build_criterion, build_dataset_for, build_metric, build_model_for, build_optimizer,
-                         dataset_num_classes, load_model_weights)
+from .loader import next_batch, shut_down_workers, training_loader
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, StopRequests
+from .progress import TrainingProgress, check_tensorboard, truncate_progress
+from .rng import global_rng_state, seed_everything, set_global_rng_state
+from .runlock import RunLock, RunLockedError, lock_run
 from .schedules import lr_at
+from encnet.metrics import best_validation
 
 __all__ = ["NonFiniteLossError", "PREEMPTED_EXIT_CODE", "Preempted", "RunExistsError", "main", "train",
            "user_errors"]
-
-# EX_TEMPFAIL (sysexits.h): "try again later". scripts/slurm_encnet.sbatch requeues on it.
-PREEMPTED_EXIT_CODE = 75
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
-class Preempted(RuntimeError):
-    """SIGTERM / SIGUSR1 arrived: a checkpoint was written at an iteration boundary and the run stopped."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,118 +70,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def log(ctx, message: str) -> None:
     if ctx.is_main:
         print(message, flush=True)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _global_rng_state() -> dict:
-    """Every RNG as tensors and numbers, so checkpoints load with ``torch.load(weights_only=True)``."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_global_rng_state(state: dict) -> None:
-    py, npy = state["python"], state["numpy"]
-    if isinstance(py, tuple):  # a checkpoint from before the states became tensors
-        random.setstate(py)
-        np.random.set_state(npy)
-    else:
-        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                             npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds python's and its own RNG per worker from the loader generator; numpy needs the same.
-    np.random.seed(torch.initial_seed() % 2**32)
-    # A scheduler may signal the whole process group; the main process decides when to stop, and shuts the
-    # workers down itself.
-    for name in STOP_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-def _shut_down_workers(batches) -> None:
-    """Stop a loader iterator's worker processes now, not when the iterator is collected.
-
-    An exception's traceback (kept by pytest, a notebook, pdb) keeps the epoch's frame and the iterator alive, and
-    the workers ignore SIGTERM (``_seed_worker``): multiprocessing's exit handler, which stops leftover children
-    with SIGTERM and then joins them, would wait for them forever. torch has no public call for this; the
-    iterator's own shutdown method is what its ``__del__`` runs.
-    """
-    shutdown = getattr(batches, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
-
-
-class _StopRequests:
-    """SIGTERM / SIGUSR1 handlers that only record the request: the training loop acts on it at the next
-    iteration boundary, where the state is consistent and a checkpoint resumes exactly."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for name in STOP_SIGNALS:
-                signum = getattr(signal, name)
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-            # os.write, not print: the handler can run in the middle of a print to stderr, and re-entering the
-            # buffered stream raises RuntimeError wherever the main thread happens to be (even mid-checkpoint).
-            try:
-                os.write(2, f"received {self.signal_name}: writing a checkpoint at the end of this iteration, then "
-                            f"stopping\n".encode())
-            except OSError:
-                pass
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-
-def _next_batch(batches):
-    """The next batch; an error raised inside a loader worker comes back with torch's whole traceback in its
-    message, so a fixable error is re-raised with just its own message (the file's path)."""
-    try:
-        return next(batches)
-    except user_errors() as err:
-        text = str(err)
-        if "Original Traceback" not in text:
-            raise
-        lines = text.rstrip().splitlines()
-        prefix = f"{type(err).__name__}: "
-        starts = [i for i, line in enumerate(lines) if prefix in line and not line.startswith(" ")]
-        if not starts:
-            raise
-        first = lines[starts[-1]]
-        message = "\n".join([first[first.index(prefix) + len(prefix):], *lines[starts[-1] + 1:]])
-        raise type(err)(message) from None
-
-
-def _progress_enabled() -> bool:
-    return sys.stderr.isatty() and os.environ.get("ENCNET_NO_PROGRESS", "0") != "1"
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -211,30 +95,6 @@ def _resume_command(run_dir: Path) -> str:
     return f"python -m encnet.train {run_dir} --resume"
 
 
-def _lock_run(run_dir: Path, ctx, if_locked: str) -> RunLock | None:
-    """Hold the run's lock (rank 0 holds it for all ranks). ``if_locked`` "wait": poll until the holder releases
-    it (or dies); "skip": raise :class:`RunLockedError`. Every rank polls together, so nobody sits in a barrier
-    for the hours another run may take."""
-    lock = RunLock(run_dir, say=lambda m: log(ctx, m)) if ctx.is_main else None
-    poll = float(os.environ.get("ENCNET_LOCK_POLL_S", 10))
-    announced = False
-    while True:
-        holder = lock.try_acquire() if lock is not None else None
-        flag = torch.tensor([0.0 if holder is None or not ctx.is_main else 1.0], device=ctx.device)  # nccl: on GPU
-        distributed.all_reduce_sum(flag)
-        if flag.item() == 0:
-            return lock
-        if if_locked == "skip":
-            by = describe_holder(holder) if holder else "another process"
-            raise RunLockedError(f"{run_dir} is being trained by {by}; "
-                                 f"skipping it (its result is reused once it finishes)")
-        if not announced and holder is not None:
-            log(ctx, f"{run_dir} is being trained by {describe_holder(holder)}; waiting for it to finish, then "
-                     f"reusing its result (--if-locked skip skips it instead)")
-            announced = True
-        time.sleep(poll)
-
-
 def train(config: Config, run_dir: str | Path | None = None, resume: bool = False,
           output_root: str | Path = "runs", device: str | None = None, if_locked: str = "wait") -> Path:
     """Train ``config`` into ``run_dir`` (default ``<output_root>/<profile>/<experiment>/<run-id>``).
@@ -242,6 +102,7 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     A finished run (``DONE`` present) is not rerun. With ``resume`` an unfinished run continues from its last
     checkpoint (or starts if it has none); without it an unfinished run is an error. A run that another process
     is training is waited for and reused (``if_locked="wait"``) or skipped (``"skip"``: :class:`RunLockedError`).
+    A session that fails before the run's first checkpoint removes what it wrote (and the folder, if it made it).
     Returns the run folder.
     """
     if if_locked not in ("wait", "skip"):
@@ -256,15 +117,40 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             f"train.batch_size={config.train.batch_size} (global) does not split over {ctx.world_size} processes; "
             f"use a multiple of {ctx.world_size}"
         )
-    lock = _lock_run(run_dir, ctx, if_locked)
+    check_tensorboard(config)
+    made = runs.first_missing_folder(run_dir) if ctx.is_main else None
+    lock = lock_run(run_dir, ctx, if_locked, say=lambda m: log(ctx, m))
+    kept = {p.name for p in run_dir.iterdir()} if ctx.is_main else set()
+    discarded = False
     try:
         if runs.is_finished(run_dir):
             log(ctx, f"{run_dir} was finished by another process while this one waited; reusing its result")
             return run_dir
         return _train_locked(config, ctx, run_dir, resume, lock)
+    except BaseException:
+        discarded = _discard_failed_start(run_dir, lock, kept)
+        raise
     finally:
         if lock is not None:
             lock.release()
+        if discarded and made is not None:
+            runs.remove_empty_folders(run_dir, made)
+
+
+def _discard_failed_start(run_dir: Path, lock: RunLock | None, kept: set[str]) -> bool:
+    """Rank 0, while it still holds the lock: a failed session leaves no run folder without a checkpoint. True when
+    the folder held none (what the session wrote is gone)."""
+    try:
+        if lock is None or not lock.held:
+            return False
+        lock.check()  # taken over meanwhile: the folder is another process's now
+    except RunLockedError:
+        return False
+    removed = runs.discard_failed_start(run_dir, kept)
+    if removed:
+        print(f"{run_dir}: the run stopped before its first checkpoint; removed what it had written "
+              f"({', '.join(removed)})", file=sys.stderr, flush=True)
+    return removed is not None
 
 
 def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLock | None) -> Path:
@@ -320,13 +206,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
     seed_everything(config.seed + ctx.rank)
 
     per_process = t.batch_size // ctx.world_size
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=config.seed, drop_last=True)
-    generator = torch.Generator()
-    generator.manual_seed(config.seed + ctx.rank)
-    loader = DataLoader(train_set, batch_size=per_process, sampler=sampler, num_workers=config.data.workers,
-                        pin_memory=ctx.device.type == "cuda", drop_last=True, worker_init_fn=_seed_worker,
-                        generator=generator)
+    loader, sampler, generator = training_loader(train_set, config, ctx)
     iters_per_epoch = len(loader)
     if iters_per_epoch == 0:
         raise ConfigError(
@@ -336,7 +216,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
     lr = effective_lr(t)
 
     start_epoch, start_batch, carried, resume_rng = 0, 0, None, None
-    if checkpoint is not None:
+    if checkpoint is not None:  # every rank reads the checkpoint: weights, optimizer, its own RNG streams
         _unwrap(model).load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -348,7 +228,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
             log(ctx, f"note: checkpoint written by {len(states)} processes, resuming on {ctx.world_size}; the "
                      "run continues but is no longer bitwise reproducible")
         resume_rng = states[ctx.rank % len(states)]
-        _set_global_rng_state(resume_rng)
+        set_global_rng_state(resume_rng)
         generator.set_state(resume_rng["loader"])
         where = f"epoch {start_epoch}"
         if start_batch:
@@ -356,28 +236,15 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
         log(ctx, f"resuming {run_dir} after {where}")
 
     metrics_path = run_dir / "metrics.jsonl"
+    start_iter = start_epoch * iters_per_epoch + start_batch
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_text(run_dir / "config.yaml", to_yaml(config))
         env = runs.capture_env(ctx.world_size, str(ctx.device))
         env.update(effective_lr=lr, per_process_batch=per_process, iters_per_epoch=iters_per_epoch,
                    num_classes=num_classes, train_images=len(train_set), val_images=len(val_set))
-        if checkpoint is None:
-            runs.write_json(run_dir / "env.json", env)
-            metrics_path.unlink(missing_ok=True)
-        else:
-            first = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
-            before = (first.get("resumes") or [first])[-1]
-            # Another thread count or kernel set sums in another order: the run goes on, on another trajectory.
-            changed = [f"{key} {before[key]} → {env[key]}" for key in ("cpu_threads", "cpu_capability", "cpu_model")
-                       if key in before and before[key] != env[key]]
-            if changed:
-                log(ctx, f"note: resuming with {', '.join(changed)}; the run continues but is no longer bitwise "
-                         "reproducible")
-            first.setdefault("resumes", []).append({"epoch": start_epoch, "batches_done": start_batch, **env})
-            runs.write_json(run_dir / "env.json", first)
-            # Epochs logged after the checkpoint will be trained again.
-            runs.truncate_jsonl(metrics_path, [r for r in runs.read_jsonl(metrics_path) if r["epoch"] <= start_epoch])
+        resumed_at = (start_epoch, start_batch) if checkpoint is not None else None
+        for note in runs.record_session(run_dir, to_yaml(config), env, resumed_at):
+            log(ctx, note)
+        truncate_progress(run_dir, start_iter if checkpoint is not None else None)
     distributed.barrier()
     log(ctx, f"{config.profile}/{config.experiment} → {run_dir}\n  {ctx.world_size} process(es) on "
              f"{ctx.device.type}, batch {t.batch_size} ({per_process}/process), effective lr {lr:g} "
@@ -390,7 +257,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
         """Checkpoint after ``epoch_done`` whole epochs and ``batches_done`` iterations of the next one.
         ``loader_state``: the loader generator at the start of that epoch (resume replays the epoch's batches)."""
         nonlocal saved_at
-        state = {**_global_rng_state(), "loader": loader_state}
+        state = {**global_rng_state(), "loader": loader_state}
         states = distributed.all_gather_objects(state)
         if ctx.is_main:
             if lock is not None:
@@ -413,16 +280,21 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
         extra = f", iteration {saved_at['batches']} of epoch {saved_at['epoch'] + 1}" if saved_at["batches"] else ""
         return f"epoch {saved_at['epoch']}{extra} in {ckpt_path}"
 
+    def again() -> str:
+        return f"resume with: {_resume_command(run_dir)}" if saved_at else "run the same command again to start afresh"
+
     # Validation records so far: the release's best-checkpoint choice is logged beside the last epoch's numbers.
     val_history = [r for r in runs.read_jsonl(metrics_path) if "val_mIoU" in r] if ctx.is_main else []
     val_result = None
     epoch = start_epoch
-    with _StopRequests() as stop:
+    watch = TrainingProgress(config, ctx, run_dir, iters_per_epoch, total_iters, start_iter,
+                             say=lambda m: log(ctx, m))
+    with StopRequests() as stop:
         try:
             for epoch in range(start_epoch, t.epochs):
                 resuming = epoch == start_epoch and checkpoint is not None and start_batch > 0
                 record = _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampler, generator,
-                                      epoch, iters_per_epoch, total_iters, lr, use_amp, stop, save,
+                                      epoch, iters_per_epoch, total_iters, lr, use_amp, stop, save, watch,
                                       skip=start_batch if resuming else 0, carried=carried if resuming else None,
                                       resume_rng=resume_rng if resuming else None)
                 last = epoch + 1 == t.epochs
@@ -439,11 +311,11 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
                     runs.append_jsonl(metrics_path, record)
                 if last or (epoch + 1) % max(t.checkpoint_every, 1) == 0:
                     save(epoch + 1, 0, generator.get_state(), None)
-                log(ctx, _epoch_line(config, record))
+                watch.end_epoch(record)
         except KeyboardInterrupt:
             if ctx.is_main:
                 print(f"\ninterrupted during epoch {epoch + 1}; last complete checkpoint: {last_good()}\n"
-                      f"resume with: {_resume_command(run_dir)}", file=sys.stderr, flush=True)
+                      f"{again()}", file=sys.stderr, flush=True)
             raise
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"{err}; last good checkpoint: {last_good()}. Lower train.base_lr (or switch "
@@ -454,8 +326,8 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
         except user_errors() as err:
             if isinstance(err, (ConfigError, RunLockedError, runs.CheckpointError)):
                 raise
-            raise type(err)(f"{err}\nthe run stopped; last good checkpoint: {last_good()} (intact). Fix the "
-                            f"file, then resume with: {_resume_command(run_dir)}") from None
+            kept = f"last good checkpoint: {last_good()} (intact)" if saved_at else "it had no checkpoint yet"
+            raise type(err)(f"{err}\nthe run stopped; {kept}. Fix the file, then {again()}") from None
         except RuntimeError as err:
             failure = distributed.peer_failure(err) if ctx.distributed else None
             if failure is None:
@@ -465,6 +337,8 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
             print(f"error: {failure}", file=sys.stderr, flush=True)
             failure.reported = True
             raise failure from None
+        finally:
+            watch.close()
 
     if ctx.is_main:
         final = {**val_result, "epoch": t.epochs}
@@ -476,7 +350,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
 
 
 def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampler, generator, epoch,
-                 iters_per_epoch, total_iters, lr, use_amp, stop, save, skip=0, carried=None,
+                 iters_per_epoch, total_iters, lr, use_amp, stop, save, watch, skip=0, carried=None,
                  resume_rng=None) -> dict:
     """One epoch from iteration ``skip`` (a mid-epoch resume: ``carried`` holds the partial sums and
     ``resume_rng`` the RNG states saved after iteration ``skip``)."""
@@ -485,30 +359,26 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
     sampler.set_epoch(epoch)
     loader_state = generator.get_state()  # before iter(): the workers' seeds are drawn from it
     batches = iter(loader)
+    fixable = user_errors()
     try:
         if skip:
             # Fetch (and drop) the batches already trained: the sampler position and every loader worker's RNG end up
             # exactly where they were, whatever the number of workers. Then the main process's RNGs are restored.
             for _ in range(skip):
-                _next_batch(batches)
-            _set_global_rng_state(resume_rng)
+                next_batch(batches, fixable)
+            set_global_rng_state(resume_rng)
         carried = carried or {}
         totals: dict[str, float] = dict(carried.get("totals", {}))
         seen = int(carried.get("seen", 0))
         current = carried.get("lr", 0.0)
-        progress = None
-        if ctx.is_main and _progress_enabled():
-            from tqdm import tqdm
-
-            progress = tqdm(total=iters_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-                            dynamic_ncols=True)
+        watch.start_epoch(epoch, skip)
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ctx.device)
         start = time.perf_counter()
         seen_now = 0
         every = t.checkpoint_every_iters
         for i in range(skip, iters_per_epoch):
-            images, targets = _next_batch(batches)
+            images, targets = next_batch(batches, fixable)
             it = epoch * iters_per_epoch + i
             current = lr_at(t.lr_schedule, lr, it, total_iters, t.poly_power, t.warmup_epochs * iters_per_epoch)
             for group in optimizer.param_groups:
@@ -532,8 +402,9 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            for key, value in zip(names, stats[:-1].cpu()):
-                totals[key] = totals.get(key, 0.0) + float(value)
+            sums = {key: float(value) for key, value in zip(names, stats[:-1].cpu())}
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + value
             seen += images.shape[0] * ctx.world_size
             seen_now += images.shape[0] * ctx.world_size
             stopping = float(stats[-1]) > 0
@@ -542,16 +413,10 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
                 if stopping:
                     raise Preempted(f"stopped by {stop.signal_name or 'a stop signal on another rank'} after epoch "
                                     f"{epoch + 1}, iteration {i + 1}")
-            if progress is not None:
-                elapsed = time.perf_counter() - start
-                progress.set_postfix(loss=f"{float(stats[names.index('loss')]) / ctx.world_size:.3f}",
-                                     lr=f"{current:.2e}", img_s=f"{seen_now / max(elapsed, 1e-9):.1f}")
-                progress.update()
+            watch.step(i, sums, current, images.shape[0] * ctx.world_size)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        if progress is not None:
-            progress.close()
         record = {"epoch": epoch + 1, "iter": (epoch + 1) * iters_per_epoch, "lr": current,
                   "images_per_s": seen_now / max(seconds, 1e-9), "epoch_time_s": seconds}
         if ctx.device.type == "cuda":  # what sizes a run: this process's peak, weights and optimizer state included
@@ -563,23 +428,13 @@ def _train_epoch(config, ctx, model, criterion, optimizer, scaler, loader, sampl
                 record[key] = value / (iters_per_epoch * ctx.world_size)
         return record
     finally:
-        _shut_down_workers(batches)
+        shut_down_workers(batches)
 
 
 def _val_summary(config: Config, result: dict) -> dict:
     if config.task == "classification":
         return {"val_top1_error": result["top1_error"]}
     return {"val_pixAcc": result["pixAcc"], "val_mIoU": result["mIoU"]}
-
-
-def _epoch_line(config: Config, record: dict) -> str:
-    line = (f"epoch {record['epoch']}/{config.train.epochs}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-            f"{record['images_per_s']:.1f} img/s  {record['epoch_time_s']:.1f}s")
-    if "val_mIoU" in record:
-        line += f"  val pixAcc {record['val_pixAcc']:.2f}  mIoU {record['val_mIoU']:.2f}"
-    if "val_top1_error" in record:
-        line += f"  val error {record['val_top1_error']:.2f}%"
-    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,8 +41,8 @@ def parse_args(name: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many single-process runs side by side (CPU demo: one per core)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="extra config overrides for every run (they change the run ids), e.g. train.epochs=1 "
-                             "train.warmup_epochs=0")
+                        help="extra config overrides for every run (those that change what trains change the run "
+                             "ids), e.g. train.epochs=1 train.warmup_epochs=0, or train.tensorboard=true")
     parser.add_argument("--follow", choices=("paper", "release"), default=None,
                         help="put every run on this side of every ledger entry (configs/discrepancies.yaml) that "
                              "applies to it; release = v0.5.0, the recipe behind the model-zoo weights. Default: "
