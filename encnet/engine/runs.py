@@ -78,7 +78,8 @@ SUM_SUFFIX = ".sum.json"
 DONE = "DONE"
 
 # Where the data and the backbone files live, how often checkpoints are written and how a run is watched (progress
-# lines, TensorBoard) do not change the numbers, so they do not change the run id (a moved dataset still finds its runs).
+# lines, TensorBoard) do not change the numbers, so they do not change the run id (a moved dataset still finds its
+# runs).
 # The evaluation protocol is applied after training and recorded in each eval_<tag>.json, so it does not
 # change the run id either: a new protocol evaluates the same trained run.
 _NOT_IN_HASH = {("data", "root"), ("model", "pretrained_dir"), ("train", "checkpoint_every"),

@@ -238,18 +238,23 @@ def disk_check(runs: Sequence[PlannedRun], runs_root: str | Path) -> Check:
                                              "larger disk")
 
 
-
 def gate(runs: Sequence[PlannedRun], args) -> None:
-    """Before a paper-profile script trains: this machine can run ``runs`` (CUDA and ``--gpus`` GPUs unless
-    ``--device cpu``, every backbone file present, fetched if it is torchvision's and online, and fitting its
-    backbone). Raises :class:`PreflightError` listing each problem with its fix."""
+    """Before a paper-profile script trains: this machine can run ``runs`` (each dataset present as
+    ``encnet.data.check`` reads it, CUDA and ``--gpus`` GPUs unless ``--device cpu``, every backbone file present,
+    fetched if it is torchvision's and online, and fitting its backbone). Raises :class:`PreflightError` listing
+    each problem with its fix."""
     if args.profile != "paper" or getattr(args, "from_logs", False):
         return
     todo = [r for r in runs if not r.finished]
     if not todo:
         return
-    problems = [f"{c.item}: {c.found}. Fix: {c.fix}" for c in
-                device_checks(args.profile, args.gpus, getattr(args, "device", None)) if c.status == FAIL]
+    problems = []
+    for dataset, root in dict.fromkeys((r.config.data.dataset, str(r.config.data.root)) for r in todo):
+        status, text, fix = dataset_check(dataset, root)
+        if status == FAIL:
+            problems.append(f"dataset {text}. Fix: {fix}; or, where it is prepared elsewhere, --data-root DIR")
+    problems += [f"{c.item}: {c.found}. Fix: {c.fix}" for c in
+                 device_checks(args.profile, args.gpus, getattr(args, "device", None)) if c.status == FAIL]
     for backbone, pretrained, folder in dict.fromkeys(
             (r.config.model.backbone, r.config.model.pretrained, r.config.model.pretrained_dir)
             for r in todo if r.config.task == "segmentation"):
