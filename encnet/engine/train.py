@@ -40,6 +40,7 @@ from .eval_loop import evaluate_model, write_eval
 from encnet.metrics import best_validation
 from .build import (build_criterion, build_dataset_for, build_metric, build_model_for, build_optimizer,
                          dataset_num_classes, load_model_weights)
+from .build import build_monitor_dataset
 from .schedules import lr_at
 
 __all__ = ["NonFiniteLossError", "PREEMPTED_EXIT_CODE", "Preempted", "RunExistsError", "main", "train",
@@ -299,7 +300,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
     # Same initial weights on every rank, then per-rank streams for augmentation and dropout.
     seed_everything(config.seed)
     train_set = build_dataset_for(config, config.data.train_split, train=True)
-    val_set = build_dataset_for(config, config.data.val_split, train=False)
+    val_set = build_monitor_dataset(config)
     num_classes = dataset_num_classes(config, train_set)
     model = build_model_for(config, num_classes)
     if config.model.init_from and checkpoint is None:
