@@ -572,6 +572,55 @@ def test_ade20k_pngs_decode_to_the_releases_labels(release, data_root, split):
 # ----------------------------------------------------------------------- training crops and validation views
 
 
+class _Resized(Exception):
+    """Raised by a stand-in for PIL's resize: the release's transform stops where it has computed its size."""
+
+
+def _asking_size(self, size, *args, **kwargs):
+    raise _Resized(size)
+
+
+def _release_resize_size(call, image: Image.Image) -> tuple[int, int]:
+    """(height, width) the release's ``call(img, mask)`` asks PIL to resize ``image`` to (PIL's resize patched)."""
+    try:
+        call(image, image)
+    except _Resized as asked:
+        width, height = asked.args[0]
+        return height, width
+    raise AssertionError("the release's transform did not resize")
+
+
+def test_scaled_sizes_equal_the_releases_for_every_short_side_and_image_size(release, monkeypatch):
+    """The size arithmetic alone, for every draw of the short side (the crops above see a few per image): at
+    base/crop 520/480 and 640/576 (ADE20K ResNet-101), on the fixtures' sizes and others of the datasets."""
+    from torchvision import tv_tensors
+
+    from encnet.data.transforms import CoverCropResize, ShortSideScale
+
+    sizes = sorted(set(SIZES) | {hw for phase in ADE_SIZES.values() for hw in phase} | {
+        (366, 500), (500, 353), (335, 500), (512, 768), (1536, 2048), (480, 480), (217, 300)})
+    answer = []
+    monkeypatch.setattr(torch, "randint", lambda low, high, size=(): torch.tensor(answer[-1]))
+    monkeypatch.setattr(Image.Image, "resize", _asking_size)
+    scripted = ScriptedRandom([], [])
+    monkeypatch.setattr(release.base, "random", scripted)
+    for base, crop in ((520, 480), (640, 576)):
+        theirs = release.base.BaseDataset("", "train", base_size=base, crop_size=crop)
+        low, high = int(base * 0.5), int(base * 2.0)
+        ours = ShortSideScale(base, (0.5, 2.0))
+        for height, width in sizes:
+            pil_image = Image.new("L", (width, height))
+            image = [tv_tensors.Image(torch.zeros(1, height, width, dtype=torch.uint8))]
+            for short in range(low, high + 1):
+                # no mirror; the short side `short` (the offsets and blur are never reached)
+                scripted.uniforms, scripted.fractions = [0.9], [(short - low + 0.5) / (high - low + 1)]
+                expected = _release_resize_size(theirs._sync_transform, pil_image)
+                answer.append(short)
+                assert tuple(ours.make_params(image)["size"]) == expected, (height, width, short)
+            expected = _release_resize_size(theirs._val_sync_transform, pil_image)
+            assert tuple(CoverCropResize(crop).make_params(image)["size"]) == expected, (height, width, crop)
+
+
 @pytest.mark.parametrize("name", SEGMENTATION_CONFIGS)
 def test_training_crops_equal_the_releases_sync_transform_on_the_release_side(release, data_root, name):
     config = release_config(name, data_root)
