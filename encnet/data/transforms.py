@@ -8,15 +8,18 @@ for the release's VOC/COCO padding, background 0).
 output pixel, the source pixel whose centre is nearest the same point: source index ⌊(i + ½)·in/out⌋, v2's
 ``NEAREST_EXACT`` and PIL's ``NEAREST`` (the release's ``mask.resize(..., Image.NEAREST)``). v2 resizes a ``Mask``
 with its legacy ``NEAREST`` (⌊i·in/out⌋) whatever the image's interpolation, which moves every label edge by up to
-half a source pixel against the image (17–19 % of a crop's label-edge pixels). OpenCV's ``INTER_NEAREST``, which
-mmsegmentation resizes its label maps with, has the same legacy rule. v2 takes one interpolation for every type, so
-the resizing steps here call :func:`resize` per type. Rotation needs no such care: v2 rotates a ``Mask`` by nearest
-sampling on the image's own pixel-centre grid (tests/test_data_transforms.py checks it against PIL's rotate).
+half a source pixel against the image (16–21 % of a training crop's label-edge pixels differed from the release's).
+OpenCV's ``INTER_NEAREST``, which mmsegmentation resizes its label maps with, has the same legacy rule. v2 takes one
+interpolation for every type, so the resizing steps here call :func:`resize` per type. Rotation needs no such care:
+v2 rotates a ``Mask`` by nearest sampling on the image's own pixel-centre grid (tests/test_data_transforms.py checks
+it against PIL's rotate).
 
 Hand-written, each where no v2 transform does the release's arithmetic or placement:
 
-- :class:`ShortSideScale` and :class:`CoverCropResize`: release v0.5.0's sizes, ``int(1.0 * h * short / w)``
-  (``RandomShortestSize`` computes ``int(h * (short / w))``, one pixel smaller on about 5 % of draws);
+- :class:`ShortSideScale` and :class:`CoverCropResize`: release v0.5.0's sizes, the short side exactly the draw and
+  the other ``int(1.0 * h * short / w)`` (``RandomShortestSize`` scales both sides by ``r = short / min(h, w)`` and
+  truncates ``int(side · r)``, which leaves the short side itself one pixel below the draw on 7.6 % of the draws for a
+  500×375 image);
 - :class:`PadBottomRightRandomCrop`: the release (and torchvision's references/segmentation) pad on the bottom and
   right only; ``RandomCrop(pad_if_needed=True)`` pads both sides, so a small image would land anywhere in the crop;
 - :class:`PILGaussianBlur`: release v0.5.0 blurs with PIL's ``GaussianBlur(radius)``, whose box-blur approximation
