@@ -285,6 +285,13 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
                 f"--resume: {run_dir} was trained with a different config ({changed or 'see its config.yaml'}); "
                 f"resume with `{_resume_command(run_dir)}` or choose another --run-dir"
             )
+        today = runs.run_id(saved)
+        if runs.looks_like_run_id(run_dir.name) and run_dir.name != today:
+            # The same config, another id: the code that started it trained differently (runs.SEGMENTATION_DATA_PATH)
+            raise ConfigError(
+                f"--resume: {run_dir} was started by an earlier version of the suite that trains this config "
+                f"differently (today its run id is {today}; docs/reliability.md), and continuing it would mix two "
+                f"trajectories in one run. Train it anew: python -m encnet.train {run_dir / 'config.yaml'}")
         checkpoint, source = runs.load_resume_checkpoint(run_dir, say=lambda m: log(ctx, m))
         distributed.barrier()
         if ctx.is_main and source is not None and source.name == runs.PREVIOUS_CHECKPOINT:
