@@ -49,7 +49,8 @@ def best_validation(records: list[dict]) -> dict:
     Release v0.5.0's ``train.py`` keeps ``model_best`` where (pixAcc + mIoU) / 2 on val is strictly larger
     than before, so the first of equal scores wins. Returns ``best_val_epoch``, ``best_val_pixAcc`` and
     ``best_val_mIoU`` (empty when no record has a validation result). The suite reports the last epoch; this
-    is logged beside it so the release's choice can be read off every run.
+    is logged beside it so the release's rule can be read off every run (the release's own choice where the monitor
+    scores the release's view, ``eval.monitor_view: centre_crop``; ledger: monitor_view).
     """
     best = None
     for record in records:

@@ -141,3 +141,117 @@ def test_a_height_by_width_crop_keeps_a_tall_image_whole_at_scale_one():
                                          hflip=False, **IDENTITY)
         _, out_mask = preset(image, mask)
         assert out_mask.shape == (112, 64) and bool((out_mask == 255).any()) == padded
+
+
+# ---------------------------------------------------------------- masks on the image's pixel grid (issue 33)
+
+
+def _tie_lines(size_in: int, size_out: int) -> np.ndarray:
+    """Output lines whose centre maps exactly onto a boundary between two source pixels: (i + ½)·in/out is an
+    integer, so nearest sampling may take either neighbour (PIL and torch break such ties differently)."""
+    i = np.arange(size_out)
+    return ((2 * i + 1) * size_in) % (2 * size_out) == 0
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+def test_random_scale_resizes_masks_as_pils_nearest_at_pixel_centres(side):
+    from PIL import Image
+
+    from encnet.data.transforms import random_scale
+
+    _, mask = coded_pair(height=45, width=61, seed=3)
+    image = tv_tensors.Image(torch.zeros(3, 45, 61, dtype=torch.uint8))
+    pil_mask = Image.fromarray(mask.numpy().astype(np.uint8))
+    torch.manual_seed(0)
+    step, compared = random_scale(40, (0.5, 2.0), side), 0
+    for _ in range(30):
+        out_image, out_mask = step(image, mask)
+        height, width = out_mask.shape
+        assert out_image.shape[-2:] == (height, width)
+        oracle = np.array(pil_mask.resize((width, height), Image.NEAREST))  # PIL samples pixel centres
+        ties = _tie_lines(45, height)[:, None] | _tie_lines(61, width)[None, :]
+        assert np.array_equal(out_mask.numpy()[~ties], oracle[~ties])
+        compared += int((~ties).sum())
+    assert compared > 30 * 20 * 30
+
+
+def test_centre_crop_view_resizes_the_label_with_the_image_and_crops_as_the_release():
+    from PIL import Image
+
+    from encnet.data.presets import SegmentationCentreCropPreset
+
+    for height, width, crop in ((45, 61, 24), (61, 45, 24), (30, 30, 24), (33, 50, 17)):
+        image, mask = coded_pair(height=height, width=width, seed=height)
+        out_image, out_mask = SegmentationCentreCropPreset(crop, **IDENTITY)(image, mask)
+        assert out_image.shape == (3, crop, crop) and out_mask.shape == (crop, crop)
+        # the release's _val_sync_transform, written out: short side to the crop, the other int(1.0 * w * oh / h)
+        if width > height:
+            oh, ow = crop, int(1.0 * width * crop / height)
+        else:
+            ow, oh = crop, int(1.0 * height * crop / width)
+        top, left = int(round((oh - crop) / 2.0)), int(round((ow - crop) / 2.0))
+        resized = np.array(Image.fromarray(mask.numpy().astype(np.uint8)).resize((ow, oh), Image.NEAREST))
+        ties = _tie_lines(height, oh)[:, None] | _tie_lines(width, ow)[None, :]
+        window = np.s_[top:top + crop, left:left + crop]
+        assert np.array_equal(out_mask.numpy()[~ties[window]], resized[window][~ties[window]])
+
+
+def test_rotation_samples_the_mask_on_the_images_pixel_centre_grid():
+    """v2 rotates a Mask by nearest sampling on the same grid as the bilinear image; PIL's rotate (pixel centres,
+    centre (w/2, h/2)) is the oracle. They may differ only where PIL's sample point is within 1e-3 px of a pixel
+    boundary (float rounding decides those); a half-pixel shift would move whole label edges."""
+    import math
+
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as F
+
+    _, mask = coded_pair(height=45, width=61, seed=5)
+    pil_mask = Image.fromarray(mask.numpy().astype(np.uint8))
+    ys, xs = np.mgrid[0:45, 0:61] + 0.5
+    for angle in (3.7, -8.2, 10.0, 25.3):
+        ours = F.rotate(mask, angle, fill=255).numpy()
+        oracle = np.array(pil_mask.rotate(angle, resample=Image.NEAREST, fillcolor=255))
+        a = -math.radians(angle)  # PIL's inverse map: output centre → input point
+        cx, cy = 61 / 2, 45 / 2
+        x_in = math.cos(a) * (xs - cx) + math.sin(a) * (ys - cy) + cx
+        y_in = -math.sin(a) * (xs - cx) + math.cos(a) * (ys - cy) + cy
+        near = lambda v: np.abs(v - np.round(v)) < 1e-3  # noqa: E731
+        differ = ours != oracle
+        assert differ.sum() < 0.01 * ours.size and not differ[~(near(x_in) | near(y_in))].any(), angle
+
+
+def test_short_side_scale_computes_the_other_side_as_release_v050(monkeypatch):
+    from encnet.data.transforms import ShortSideScale
+
+    asked = []
+
+    def randint(low, high, size=()):  # answers the short side the test asks for, within the drawn range
+        assert low <= asked[-1] < high, (low, high, asked[-1])
+        return torch.tensor(asked[-1])
+
+    monkeypatch.setattr(torch, "randint", randint)
+    for height, width in ((375, 500), (500, 375), (333, 500), (281, 500), (480, 480)):
+        image = tv_tensors.Image(torch.zeros(3, height, width, dtype=torch.uint8))
+        step = ShortSideScale(520, (0.5, 2.0))
+        for short in range(260, 1041, 7):
+            asked.append(short)
+            # encoding/datasets/base.py at v0.5.0, _sync_transform
+            expected = (int(1.0 * height * short / width), short) if height > width else (
+                short, int(1.0 * width * short / height))
+            assert tuple(step(image).shape[-2:]) == expected
+
+
+def test_crops_of_small_images_are_padded_bottom_right_mirrored_or_not():
+    preset = SegmentationTrainPreset(base_size=20, crop_size=32, scale_range=(1.0, 1.0), scale_side="short",
+                                     **IDENTITY)
+    image, mask = coded_pair(height=20, width=25, seed=2)
+    torch.manual_seed(0)
+    mirrored = 0
+    for _ in range(12):
+        _, out = preset(image, mask)
+        out = out.numpy()
+        assert (out[:20, :25] != 255).all() and (out[20:] == 255).all() and (out[:, 25:] == 255).all()
+        flipped = np.array_equal(out[:20, :25], mask.numpy()[:, ::-1])
+        assert flipped or np.array_equal(out[:20, :25], mask.numpy())
+        mirrored += flipped
+    assert 0 < mirrored < 12  # the mirror comes first, so a mirrored image is padded on its right too

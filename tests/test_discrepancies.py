@@ -31,7 +31,8 @@ DEMO_FCN = REPO_ROOT / "configs" / "demo" / "context_scenes_fcn.yaml"  # fcn_aux
 PAPER_PCONTEXT = REPO_ROOT / "configs" / "paper" / "pcontext_encnet_r50.yaml"
 REQUIRED = {"attention_output", "lateral", "aux_head", "fcn_aux", "backbone_stem", "training_epochs", "rotation",
             "aux_weight", "pcontext_classes", "encoding_scale_sign", "scale_side", "blur", "ade_lr", "coco_lr",
-            "epochs_today", "ade_r101_size", "voc_train_aug", "pad_label", "miou_classes", "checkpoint_selection"}
+            "epochs_today", "ade_r101_size", "voc_train_aug", "pad_label", "miou_classes", "checkpoint_selection",
+            "monitor_view"}
 PAPER = REPO_ROOT / "configs" / "paper"
 
 
@@ -580,6 +581,30 @@ def test_checkpoint_selection_logs_the_releases_best_by_mean_of_pixacc_and_miou(
     assert best_validation(records[:1]) == {}
     entry = load_ledger().get("checkpoint_selection")
     assert entry.kind == "reporting" and entry.switch is None and "best_val_epoch" in entry.note
+
+
+def test_monitor_view_release_scores_the_centre_crop_of_each_image_resized_to_cover_it(ledger, tmp_path):
+    import data_fixtures as fx
+
+    from encnet.engine.build import build_monitor_dataset
+    from encnet.engine.config import ConfigError
+
+    labels = fx.ade20k(tmp_path)  # validation: one 10×13 image
+    extra = [f"data.root={tmp_path}", "data.base_size=10", "data.crop_size=8", "eval.crop_size=8",
+             "eval.base_size=10", "eval.scales=[1.0]"]
+    sides = configs_for(ledger.get("monitor_view"), PAPER / "ade20k_encnet_r50.yaml", extra)
+    seen = {side: build_monitor_dataset(config)[0] for side, config in sides.items()}
+    expected = np.where(labels["ADE_val_00000001"] == 0, 255, labels["ADE_val_00000001"].astype(np.int64) - 1)
+    assert seen["paper"][0].shape == (3, 10, 13) and np.array_equal(seen["paper"][1].numpy(), expected)
+    # release: short side 10 → 8, the other int(1.0 * 13 * 8 / 10) = 10; centre crop 8 × 8 at x1 = round(1.0) = 1
+    from PIL import Image
+
+    resized = np.array(Image.fromarray(labels["ADE_val_00000001"]).resize((10, 8), Image.NEAREST))[:, 1:9]
+    assert seen["release"][0].shape == (3, 8, 8)  # no tie: (i + ½)·10/8 and (j + ½)·13/10 are never integers
+    assert np.array_equal(seen["release"][1].numpy(), np.where(resized == 0, 255, resized.astype(np.int64) - 1))
+    # Generated demo data is scored whole: --follow release leaves its monitor alone (the config refuses it).
+    with pytest.raises(ConfigError, match="monitor_view"):
+        load_config(DEMO, ["eval.monitor_view=centre_crop"])
 
 
 # --------------------------------------------------------------------------------------------------- --follow

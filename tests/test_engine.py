@@ -127,6 +127,21 @@ def test_the_loader_worker_count_is_part_of_the_run_and_a_resume_with_another_is
         train(other, run_dir=tmp_path / "stopped", resume=True)
 
 
+def test_a_run_started_by_an_earlier_data_path_is_neither_found_nor_resumed(tiny_segmentation_config, tmp_path,
+                                                                            monkeypatch):
+    config = load_config(tiny_segmentation_config)
+    monkeypatch.setattr(runs, "SEGMENTATION_DATA_PATH", 1)  # the code before masks were resized at pixel centres
+    earlier = runs.run_dir_for(config, tmp_path / "runs")
+    _interrupt_at_iteration_3(monkeypatch, config, earlier)
+    monkeypatch.setattr(runs, "SEGMENTATION_DATA_PATH", 2)
+    assert runs.run_dir_for(config, tmp_path / "runs") != earlier  # so `train` starts a new run of its own
+    with pytest.raises(ConfigError, match="earlier version of the suite"):
+        train(config, run_dir=earlier, resume=True)
+    today = runs.run_dir_for(config, tmp_path / "runs")
+    _interrupt_at_iteration_3(monkeypatch, config, today)
+    assert runs.is_finished(train(config, run_dir=today, resume=True))  # a folder of today's code resumes
+
+
 def test_same_config_and_seed_give_the_same_numbers_and_a_finished_run_is_not_rerun(
         tiny_segmentation_config, tmp_path):
     config = load_config(tiny_segmentation_config, ["train.epochs=1"])

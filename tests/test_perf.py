@@ -172,6 +172,11 @@ def test_switches_off_keep_the_run_id_they_had_before_the_switch(tiny_segmentati
     del data["train"]["warmup_epochs"]  # joined the hash the same way: 0 keeps the id
     del data["train"]["log_every"], data["train"]["tensorboard"]  # never hashed: how a run is watched
     del data["model"]["pretrained_dir"]  # never hashed: where the backbone files are, not which
+    # Issue 33 changed what every segmentation run trains on (masks at pixel centres, ...) with no config key: the data
+    # path's version joined every segmentation id, so runs trained before it are not taken for runs after it.
+    assert runs.config_hash(config) != hashlib.sha256(
+        json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
+    data["data_path"] = 2  # the version since issue 33 (runs.SEGMENTATION_DATA_PATH)
     old = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
     assert runs.config_hash(config) == old
     assert runs.config_hash(load_config(tiny_segmentation_config, ["train.channels_last=true"])) != old
@@ -179,6 +184,14 @@ def test_switches_off_keep_the_run_id_they_had_before_the_switch(tiny_segmentati
     # data.workers joined the hash the same way: 0 (every demo config) keeps the id, a worker count changes it
     assert config.data.workers == 0
     assert runs.config_hash(load_config(tiny_segmentation_config, ["data.workers=2"])) != old
+
+
+def test_the_data_path_version_changes_segmentation_run_ids_only(tiny_segmentation_config,
+                                                                 tiny_classification_config):
+    segmentation, classification = load_config(tiny_segmentation_config), load_config(tiny_classification_config)
+    assert runs._hashed(segmentation)["data_path"] == runs.SEGMENTATION_DATA_PATH
+    assert "data_path" not in runs._hashed(classification)  # CIFAR's pad-and-crop never resizes a mask
+    assert runs.hash_differences(segmentation, load_config(tiny_segmentation_config)) == []
 
 
 def test_paper_configs_train_in_float32_nchw_as_the_ledger_says():

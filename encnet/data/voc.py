@@ -17,7 +17,10 @@ list is computed that way. ``sbd_trainval`` (11,355 images) = SBD train ∪ SBD 
 trains its ``pascal_aug`` stage on (``VOCaug/dataset/trainval.txt``, v0.5.0 and today). It includes VOC 2012 val
 images, so a model trained on it must not be scored on VOC val (ledger entry ``voc_train_aug``). Where an image has both
 an SBD and a VOC label, the SBD one is used (as the ``SegmentationClassAug`` folder that DeepLab and the authors' code
-used); images only in VOC train use VOC's.
+used); images only in VOC train use VOC's. mmsegmentation 1.2.2 decides the other way: its ``pascal_voc12_aug``
+config concatenates VOC ``train.txt`` labelled from ``SegmentationClass`` with ``aug.txt`` (SBD − VOC train − VOC
+val, from ``SegmentationClassAug``), so every VOC train image keeps VOC's PNG (with its 255 borders). Same ids, a
+different label for the images in both; the paper does not say which it used.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def prepare_command(root) -> str:
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
+    """``GTcls.Segmentation`` in the dtype it is stored with. Release v0.5.0 reads it with ``mat_dtype=True``, which
+    casts to the MATLAB class the file declares: the dtype may differ, the label values cannot. Compared on uint8
+    files written as SBD's are (tests/test_peers_data.py); the real benchmark.tgz was not at hand."""
     import scipy.io  # imported on first use: most runs never read SBD's .mat files
 
     return np.asarray(scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["GTcls"].Segmentation)

@@ -17,6 +17,7 @@ from .config import Config, effective_lr
 __all__ = [
     "build_criterion",
     "build_dataset_for",
+    "build_monitor_dataset",
     "build_metric",
     "build_model_for",
     "build_optimizer",
@@ -29,12 +30,15 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def build_dataset_for(config: Config, split: str, train: bool):
-    """The dataset of ``split`` with the training (augmenting) or evaluation (full image) preset."""
+def build_dataset_for(config: Config, split: str, train: bool, view: str = "full"):
+    """The dataset of ``split`` with the training (augmenting) or evaluation preset: the full image, or with
+    ``view="centre_crop"`` release v0.5.0's validation view (``presets.SegmentationCentreCropPreset``)."""
     from encnet.data import build_dataset, presets
 
     data = config.data
-    if config.task == "segmentation":
+    if config.task == "segmentation" and not train and view == "centre_crop":
+        transform = presets.SegmentationCentreCropPreset(data.crop_size, mean=MEAN, std=STD)
+    elif config.task == "segmentation":
         transform = (
             presets.SegmentationTrainPreset(
                 base_size=data.base_size,
@@ -62,6 +66,12 @@ def build_dataset_for(config: Config, split: str, train: bool):
     if data.num_classes is not None:
         kwargs["num_classes"] = data.num_classes  # PASCAL-Context: 59 (background ignored) or 60
     return build_dataset(data.dataset, data.root, split, transform=transform, **kwargs)
+
+
+def build_monitor_dataset(config: Config):
+    """The validation split as the training's monitor scores it (``eval.monitor_view``): whole images, or release
+    v0.5.0's centre crop of each image resized to cover the crop (``BaseDataset._val_sync_transform``)."""
+    return build_dataset_for(config, config.data.val_split, train=False, view=config.eval.monitor_view)
 
 
 def dataset_num_classes(config: Config, dataset) -> int:

@@ -148,6 +148,10 @@ class EvalConfig:
     accumulate: Literal["release_exp_sum", "logits", "softmax"] = "release_exp_sum"
     # Bilinear resizing of the image to each scale and of the scores back; ledger entry align_corners.
     align_corners: bool = True
+    # What the validation monitor during training (train.val_every: metrics.jsonl's val_* and best_val_*) scores:
+    # each image whole (full), or release v0.5.0's view, the image resized to cover the crop and its central crop
+    # (centre_crop; ledger entry monitor_view). eval.json and the multi-scale numbers always score whole images.
+    monitor_view: Literal["full", "centre_crop"] = "full"
     # Images (windows and their mirrors, any scale) per forward pass: bounds the activation memory to
     # max_batch windows' worth; the scores do not depend on it beyond rounding. 1: one window per forward.
     max_batch: int = 8
@@ -433,6 +437,10 @@ def validate(config: Config, source: str = "<config>") -> None:
     if config.task == "segmentation" and e.crop_size is None and not isinstance(d.crop_size, int):
         raise ConfigError(f"{source}: data.crop_size={d.crop_size} is [height, width]; set eval.crop_size, the "
                           f"multi-scale window (e.g. [height, width] of the largest scaled image)")
+    if config.task == "segmentation" and e.monitor_view == "centre_crop" and _generated(d.dataset):
+        raise ConfigError(f"{source}: eval.monitor_view=centre_crop is release v0.5.0's view of a real dataset's "
+                          f"images; generated demo data ({d.dataset}) is scored whole (its size bins and scene band "
+                          f"are defined on the whole image): remove eval.monitor_view or set it to full")
     window = e.crop_size or d.crop_size
     if config.task == "segmentation" and max(window if isinstance(window, list) else [window]) > (
             e.base_size or d.base_size) * max(e.scales):
@@ -440,6 +448,12 @@ def validate(config: Config, source: str = "<config>") -> None:
             f"{source}: eval.crop_size={e.crop_size or d.crop_size} is larger than every multi-scale image "
             f"(eval.base_size {e.base_size or d.base_size} × largest scale {max(e.scales):g}): the sliding window "
             f"would only ever see padding; lower the crop or raise the base size")
+
+
+def _generated(dataset: str) -> bool:
+    from encnet.data import DATASETS
+
+    return dataset in DATASETS and DATASETS[dataset][2] is not None
 
 
 # Keys that configure only EncNet's Context Encoding head, and keys that segmentation models read but the CIFAR

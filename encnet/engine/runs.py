@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -59,6 +60,7 @@ __all__ = [
     "is_finished",
     "load_checkpoint",
     "load_resume_checkpoint",
+    "looks_like_run_id",
     "read_json",
     "read_jsonl",
     "record_session",
@@ -91,6 +93,11 @@ _SECTIONS_NOT_IN_HASH = ("eval",)
 # id), and with 0 workers they come from the main process's, so 0, 1 and 2 workers train on different crops; a
 # resume with another count would mix two trajectories in one folder, and is refused as another config.
 _HASHED_ONLY_WHEN_ON = (("train", "channels_last"), ("data", "workers"), ("train", "warmup_epochs"))
+# The version of the segmentation data path, hashed into every segmentation run's id: a code change that alters
+# what a run trains on without a config key of its own raises it, so that runs trained before it are neither reused
+# (a finished run) nor continued (--resume) as runs of the code after it. 2 (issue 33): masks resized at pixel
+# centres, release v0.5.0's size arithmetic, crops padded bottom/right, the mirror first. Before it: no such key.
+SEGMENTATION_DATA_PATH = 2
 
 
 def _init_identity(init_from: str) -> str:
@@ -114,6 +121,8 @@ def _hashed(config: Config) -> dict:
             data[section].pop(key, None)
     if data["model"].get("init_from"):
         data["model"]["init_from"] = _init_identity(data["model"]["init_from"])
+    if config.task == "segmentation":
+        data["data_path"] = SEGMENTATION_DATA_PATH
     return data
 
 
@@ -137,6 +146,11 @@ def hash_differences(a: Config, b: Config) -> list[tuple[str, object, object]]:
 
 def run_id(config: Config) -> str:
     return f"seed{config.seed}-{config_hash(config)}"
+
+
+def looks_like_run_id(name: str) -> bool:
+    """Whether a folder name has the form ``run_id`` gives (``seed<seed>-<8 hex digits>``)."""
+    return re.fullmatch(r"seed-?\d+-[0-9a-f]{8}", name) is not None
 
 
 def run_dir_for(config: Config, output_root: str | Path = "runs") -> Path:

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from . import distributed, runs
-from .build import (build_criterion, build_dataset_for, build_metric, build_model_for, build_optimizer,
-                    dataset_num_classes, load_model_weights)
+from .build import (build_criterion, build_dataset_for, build_metric, build_model_for, build_monitor_dataset,
+                    build_optimizer, dataset_num_classes, load_model_weights)
 from .config import Config, ConfigError, effective_lr, load_config, to_dict, to_yaml
 from .eval_loop import evaluate_model, write_eval
 from .loader import next_batch, shut_down_workers, training_loader
@@ -170,6 +170,13 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
                 f"--resume: {run_dir} was trained with a different config ({changed or 'see its config.yaml'}); "
                 f"resume with `{_resume_command(run_dir)}` or choose another --run-dir"
             )
+        today = runs.run_id(saved)
+        if runs.looks_like_run_id(run_dir.name) and run_dir.name != today:
+            # The same config, another id: the code that started it trained differently (runs.SEGMENTATION_DATA_PATH)
+            raise ConfigError(
+                f"--resume: {run_dir} was started by an earlier version of the suite that trains this config "
+                f"differently (today its run id is {today}; docs/reliability.md), and continuing it would mix two "
+                f"trajectories in one run. Train it anew: python -m encnet.train {run_dir / 'config.yaml'}")
         checkpoint, source = runs.load_resume_checkpoint(run_dir, say=lambda m: log(ctx, m))
         distributed.barrier()
         if ctx.is_main and source is not None and source.name == runs.PREVIOUS_CHECKPOINT:
@@ -185,7 +192,7 @@ def _train_locked(config: Config, ctx, run_dir: Path, resume: bool, lock: RunLoc
     # Same initial weights on every rank, then per-rank streams for augmentation and dropout.
     seed_everything(config.seed)
     train_set = build_dataset_for(config, config.data.train_split, train=True)
-    val_set = build_dataset_for(config, config.data.val_split, train=False)
+    val_set = build_monitor_dataset(config)
     num_classes = dataset_num_classes(config, train_set)
     model = build_model_for(config, num_classes)
     if config.model.init_from and checkpoint is None:
