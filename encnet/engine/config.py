@@ -144,7 +144,8 @@ class EvalConfig:
     align_corners: bool = True
     # Images (windows and their mirrors, any scale) per forward pass: bounds the activation memory to
     # max_batch windows' worth; the scores do not depend on it beyond rounding. 1: one window per forward.
-    max_batch: int = 8
+    # None: the device's measured default (encnet.engine.inference.DEFAULT_MAX_BATCH: 1 on a CPU, 8 on a GPU).
+    max_batch: int | None = None
 
 
 @dataclass
