@@ -67,6 +67,21 @@ def device_tag(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
+def matmul_gflops() -> float:
+    """This CPU's float32 matrix-product speed now, at the current thread count (run_all's probe)."""
+    from encnet.experiments.summary import matmul_gflops as probe
+
+    return probe()
+
+
+def matmul_step(device: torch.device, size: int = 1024) -> tuple[Callable[[], object], float]:
+    """(one float32 ``size``³ matrix product, its FLOPs): timed in turns with a benchmark's own calls, its rate is
+    what the CPU did in matrix products under the same load, the ceiling of any row made of them."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(device) for _ in range(2))
+    return (lambda: torch.mm(a, b)), 2.0 * size**3
+
+
 def machine_info(device: torch.device) -> dict:
     """Versions, git state and date (from ``encnet.engine.runs.capture_env``) plus what decides CPU timings."""
     from encnet.engine.runs import capture_env
@@ -88,6 +103,9 @@ def machine_info(device: torch.device) -> dict:
         "date": env["start_time"],
         # A shared machine makes CPU timings noisy; the 1-minute load at the start says how busy it was.
         "load_average_1m_at_start": round(load[0], 2) if load else None,
+        # What this CPU does in float32 matrix products at the benchmark's thread count, at the start and (added
+        # by write_results) at the end: a row faster than the matrix products that make it up cannot be right.
+        "matmul_GFLOP_s_at_start": round(matmul_gflops(), 1) if device.type == "cpu" else None,
     }
 
 
@@ -198,6 +216,8 @@ def write_results(args: argparse.Namespace, name: str, device: torch.device, pay
     record = {"benchmark": name, "device": device_tag(device), "quick": bool(args.quick), **payload}
     if hasattr(os, "getloadavg"):
         record["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    if device.type == "cpu":
+        record["machine"]["matmul_GFLOP_s_at_end"] = round(matmul_gflops(), 1)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
