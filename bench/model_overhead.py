@@ -163,7 +163,7 @@ def main() -> None:
         "the Encoding layer's X·Cᵀ (mm) and AᵀX (bmm) are counted; its softmax and norms are not",
         "both models with the aux FCN head on layer3; EncNet with the SE-loss head; se_weight = aux_weight = 0.2",
         "step = SGD (momentum 0.9, wd 1e-4) step in training mode; median of 5 steps per model after one "
-        f"warm-up (the FLOP-counting step), FCN and EncNet timed in turns so load changes hit both alike",
+        "warm-up (the FLOP-counting step), FCN and EncNet timed in turns so load changes hit both alike",
         "achieved_GFLOP_s = counted train-step FLOPs / step time; matmul_GFLOP_s = a float32 1024³ torch.mm timed "
         "in the same rounds (median), the ceiling of the achieved rate on this CPU under this load",
     ]

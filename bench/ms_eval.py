@@ -78,7 +78,8 @@ def main() -> None:
         rows.append({"path": name, "max_batch": max_batch, "backbone": sizes["backbone"],
                      "image": "x".join(map(str, sizes["image"][::-1])), "scales": " ".join(f"{s:g}" for s in scales),
                      "images": n_images, "window_views_per_image": forwards,
-                     "forwards_per_image": forwards if max_batch == 1 else -(-(forwards // 2) // max(1, max_batch // 2)),
+                     "forwards_per_image": (forwards if max_batch == 1
+                                            else -(-(forwards // 2) // max(1, max_batch // 2))),
                      "s_per_image": t["median_s"] / n_images, "images_per_s": n_images / t["median_s"],
                      "q25_s": t["q25_s"], "q75_s": t["q75_s"], "calls_timed": t["repeats"]})
     speedup = rows[2]["images_per_s"] / rows[0]["images_per_s"]
@@ -104,7 +105,7 @@ def main() -> None:
     notes = [
         "one call = every image through the whole protocol (resize to each scale, windows, flips, accumulation); "
         "images/s = images / median call time; the paths alternate, one call each per round",
-        f"forwards_per_image for the batched paths counts chunks of ≤ max_batch views, as "
+        "forwards_per_image for the batched paths counts chunks of ≤ max_batch views, as "
         "encnet.engine.inference batches them (whole windows with their mirrors, across scales)",
         f"encnet.engine.inference.DEFAULT_MAX_BATCH['{device.type}'] = {default}; this run's fastest path: "
         f"{fastest['path']} (max_batch {fastest['max_batch']})",

@@ -1,13 +1,15 @@
 """FCN and EncNet segmentation models (paper §3.2, Fig. 2) and ``build_model``.
 
 Both return :class:`SegmentationOutput` with logits upsampled bilinearly (align_corners=False) to the
-input size. Only training needs the outputs beside ``out`` (the losses read them): in eval mode a forward computes
-the main head alone and leaves ``aux``, ``se`` and ``aux_se`` None, unless the caller asks with ``all_heads=True``
-(the SE head's presence calls for the notebooks do). The aux head alone is some 6.5 % of an R50 forward. The auxiliary head reads layer3 (1024 channels on ResNet-50): ``aux_head="fcn"`` (the release)
+input size. The auxiliary head reads layer3 (1024 channels on ResNet-50): ``aux_head="fcn"`` (the release)
 is an FCN head (conv3×3 1024→256 → per-pixel logits, a CE loss); ``aux_head="se"`` (EncNet only: the
 paper's §2.1 and Fig. 3) is a second Context Encoding Module whose only output is SE logits
 (:class:`encnet.nn.SEHead`). Heads are the modules outside ``backbone``; the engine trains them with a 10×
 learning rate.
+
+Only training needs the outputs beside ``out`` (the losses read them): in eval mode a forward computes the main
+head alone and leaves ``aux``, ``se`` and ``aux_se`` None, unless the caller asks with ``all_heads=True`` (the SE
+head's presence calls for the notebooks do). The FCN aux head alone is some 6.5 % of an R50 forward.
 """
 
 from __future__ import annotations
