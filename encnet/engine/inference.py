@@ -30,8 +30,9 @@ maximum of its logit sums and its exponentials relative to it; a scale is resize
 sum, which is exact to float32 rounding while every pixel's best class lies within ``SAFE_RANGE`` nats of it
 (the pixels' smallest terms stay far above float32's underflow), and otherwise each bilinear tap is taken
 relative to the larger of its two sources (exact at any range, about three times the work); scales are summed
-under a running maximum. The result is log Σ exp(...) of the release: its scores' logarithm wherever those are
-finite, finite where they are not, with the same argmax.
+under a running maximum. The result is log Σ exp(...) of the release: its scores' logarithm, with the same argmax,
+finite where the release's overflow; a class some 87 nats or more below its pixel's best may come back as −inf
+(its exponential underflows, as the release's does below a logit sum of −103), which no argmax can notice.
 
 Every window has the crop's size, so windows of all scales and their mirrors can share a forward pass,
 ``max_batch`` images per forward (the release runs one window, then its mirror). Whether that pays depends on
