@@ -114,16 +114,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _summary(times: list[float]) -> dict:
+def summarize(times: list[float]) -> dict:
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median_s": statistics.median(times), "q25_s": q[0], "q75_s": q[2], "repeats": len(times)}
 
 
-def time_interleaved(
+def interleaved_times(
     fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int = 3,
     min_round_time: float = 0.3, warmup: int = 1,
-) -> dict[str, dict]:
-    """Median and quartiles of single-call wall times of each function, measured in turns.
+) -> dict[str, list[list[float]]]:
+    """Single-call wall times of each function, measured in turns: ``times[name][round]`` lists the calls.
 
     Each round calls every function in turn, repeatedly until ``min_round_time`` has passed (at least once),
     so that a change in the load of a shared machine hits all of them alike and their ratios stay fair.
@@ -133,18 +133,37 @@ def time_interleaved(
         for _ in range(warmup):
             fn()
     synchronize(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, list[list[float]]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            calls = []
             start = time.perf_counter()
             while True:
                 t0 = time.perf_counter()
                 fn()
                 synchronize(device)
-                times[name].append(time.perf_counter() - t0)
+                calls.append(time.perf_counter() - t0)
                 if time.perf_counter() - start >= min_round_time:
                     break
-    return {name: _summary(ts) for name, ts in times.items()}
+            times[name].append(calls)
+    return times
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int = 3,
+    min_round_time: float = 0.3, warmup: int = 1,
+) -> dict[str, dict]:
+    """Median and quartiles of single-call wall times of each function, measured in turns
+    (``interleaved_times``)."""
+    times = interleaved_times(fns, device, rounds=rounds, min_round_time=min_round_time, warmup=warmup)
+    return {name: summarize([t for calls in ts for t in calls]) for name, ts in times.items()}
+
+
+def paired_ratio(times: dict[str, list[list[float]]], numerator: str, denominator: str) -> dict:
+    """Median and quartiles over the rounds of numerator / denominator, each round's calls against the same
+    round's: the load a round ran under cancels out of its ratio."""
+    ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(times[numerator], times[denominator])]
+    return summarize(ratios)
 
 
 # ---------------------------------------------------------------------------------------- peak memory

@@ -29,9 +29,10 @@ Parts (the ratio is suite / peer: below 1 the suite takes less time or memory):
   default against mmseg's ADE20K pipeline (which adds photometric distortion, and normalises later, on the
   device).
 
-Each timed part runs its contenders in turns (``common.time_interleaved``), one call each per round, medians
-over the rounds: a load change on a shared machine hits every contender alike. ``--baseline-inference REV``
-adds, to ``ms_release``, ``encnet/engine/inference.py`` as it was at git revision REV (its own defaults).
+Each timed part runs its contenders in turns (``common.interleaved_times``), one call each per round; a ratio is
+the median over the rounds of each round's suite / peer, so that the load a round ran under cancels out of it.
+``--baseline-inference REV`` adds, to ``ms_release``, ``encnet/engine/inference.py`` as it was at git revision
+REV (its own defaults).
 ``--quick`` is the CPU size (real ResNet-50s, smaller crops and images); ``--smoke`` tiny sizes for the
 test, whose results stay out of the tables (its JSON's ``quick`` is true).
 """
@@ -55,8 +56,8 @@ from tabulate import tabulate
 from torch import nn
 
 from common import (
-    REPO_ROOT, base_parser, machine_info, measure_peak_bytes, print_targets, resolve_device, target,
-    time_interleaved, write_results,
+    REPO_ROOT, base_parser, interleaved_times, machine_info, measure_peak_bytes, paired_ratio, print_targets,
+    resolve_device, summarize, target, write_results,
 )
 
 NAME = "peers"
@@ -74,7 +75,7 @@ SIZES = {
     "full": {"crop": 480, "batch": 2, "image": (512, 683), "base": 520, "mmseg_scale": (2048, 512),
              "ms_r50": (520, 480, (512, 683)), "rounds": 5, "transform_images": 20},
     "quick": {"crop": 240, "batch": 2, "image": (256, 342), "base": 260, "mmseg_scale": (1024, 256),
-              "ms_r50": (130, 120, (128, 171)), "rounds": 3, "transform_images": 10},
+              "ms_r50": (130, 120, (128, 171)), "rounds": 5, "transform_images": 10},
     "smoke": {"crop": 32, "batch": 2, "image": (40, 54), "base": 40, "mmseg_scale": (160, 40),
               "ms_r50": None, "rounds": 1, "transform_images": 2},
 }
@@ -244,22 +245,33 @@ TRAIN_PAIRS = [("suite_release", "authors", AUTHORS, "EncNet R50 train step"),
                ("suite_mmseg", "mmseg_same_encoding", MMSEG, "EncNet R50 train step, same Encoding code")]
 
 
-def _ratio_rows(part: str, pairs, timings: dict, unit: str = "s", scale: float = 1.0) -> list[dict]:
+def _ratio_rows(part: str, pairs, times: dict, unit: str = "s", scale: float = 1.0) -> list[dict]:
+    """One row per (suite contender, peer contender, peer, what): both medians, and the ratio as the median over
+    the rounds of each round's suite / peer (``common.paired_ratio``)."""
     rows = []
     for ours, theirs, peer, what in pairs:
-        a, b = timings[ours], timings[theirs]
+        a, b = (_summary_of(times[name]) for name in (ours, theirs))
+        ratio = paired_ratio(times, ours, theirs)
         rows.append({"part": part, "what": what, "peer": peer, "unit": unit,
                      "suite": a["median_s"] * scale, "peer_value": b["median_s"] * scale,
-                     "ratio": a["median_s"] / b["median_s"],
+                     "ratio": ratio["median_s"], "ratio_q25_q75": f"{ratio['q25_s']:.3g}–{ratio['q75_s']:.3g}",
                      "suite_q25_q75": f"{a['q25_s'] * scale:.4g}–{a['q75_s'] * scale:.4g}",
-                     "peer_q25_q75": f"{b['q25_s'] * scale:.4g}–{b['q75_s'] * scale:.4g}", "rounds": a["repeats"]})
+                     "peer_q25_q75": f"{b['q25_s'] * scale:.4g}–{b['q75_s'] * scale:.4g}", "rounds": ratio["repeats"]})
     return rows
+
+
+def _summary_of(rounds: list[list[float]]) -> dict:
+    return summarize([t for calls in rounds for t in calls])
+
+
+def _timed(calls: dict, device: torch.device, rounds: int, warmup: int = 1) -> dict:
+    return interleaved_times(calls, device, rounds=rounds, min_round_time=0.0, warmup=warmup)
 
 
 def part_train_step(peers, sizes, device, rounds) -> dict:
     names = list(dict.fromkeys(name for pair in TRAIN_PAIRS for name in pair[:2]))
     steps = {name: train_step(name, peers, sizes, device) for name in names}
-    timings = time_interleaved(steps, device, rounds=rounds, min_round_time=0.0, warmup=1)
+    timings = _timed(steps, device, rounds)
     where = f"batch {sizes['batch']}, {sizes['crop']}², 150 classes, float32"
     return {"rows": _ratio_rows("train_step", [(*p[:3], f"{p[3]}, {where}") for p in TRAIN_PAIRS], timings)}
 
@@ -335,7 +347,7 @@ def part_eval_forward(peers, sizes, device, rounds) -> dict:
         "mmseg": quiet(lambda: models["mmseg"].encode_decode(image, meta)),
         "mmseg_same_encoding": quiet(lambda: models["mmseg_same_encoding"].encode_decode(image, meta)),
     }
-    timings = time_interleaved(calls, device, rounds=rounds, min_round_time=0.0, warmup=1)
+    timings = _timed(calls, device, rounds)
     where = f"one {height}×{width} image"
     pairs = [("suite_release", "authors", AUTHORS, f"single-scale eval forward, {where}"),
              ("suite_release", "authors_same_encoding", AUTHORS, f"single-scale eval forward, same Encoding code, "
@@ -345,7 +357,7 @@ def part_eval_forward(peers, sizes, device, rounds) -> dict:
     rows = _ratio_rows("eval_forward", pairs, timings)
     for row, (ours, *_) in zip(rows, pairs):
         # what the suite's eval forward cost before it skipped the heads it does not score
-        row["suite_every_head"] = timings[f"{ours}_all_heads"]["median_s"]
+        row["suite_every_head"] = _summary_of(timings[f"{ours}_all_heads"])["median_s"]
     return {"rows": rows, "notes": ["eval_forward: suite_every_head = the suite's forward with every head "
                                     "(all_heads=True), as every evaluation ran before the unscored heads were "
                                     "skipped; the authors' evaluate runs every head, mmseg's encode_decode the "
@@ -445,7 +457,7 @@ def part_ms_release(peers, sizes, device, rounds, baseline=None) -> dict:
         with _cuda_is_identity_on_cpu(device), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             same = bool(torch.equal(calls["suite"]().argmax(1), calls["authors"]().argmax(1)))
-            timings = time_interleaved(calls, device, rounds=rounds, min_round_time=0.0, warmup=0)
+            timings = _timed(calls, device, rounds, warmup=0)
         checks.append(target(f"release protocol = MultiEvalModule argmax ({label})", float(same), 1.0, same,
                              f"one {height}×{width} image, base {base}, crop {crop}, 6 scales + flip"))
         where = f"{label}, one {height}×{width} image, base {base}, crop {crop}, 6 scales + flip"
@@ -493,7 +505,7 @@ def part_ms_mmseg(peers, sizes, device, rounds) -> dict:
              "mmseg": mmseg_tta}
     calls = {name: torch.no_grad()(fn) for name, fn in calls.items()}
     same = bool(torch.equal(calls["suite"]().argmax(1), calls["mmseg"]()))
-    timings = time_interleaved(calls, device, rounds=rounds, min_round_time=0.0, warmup=0)
+    timings = _timed(calls, device, rounds, warmup=0)
     where = f"stand-in, one {height}×{width} image, bound {scale[0]}×{scale[1]}, 6 ratios + flip"
     return {"rows": _ratio_rows("ms_mmseg", [("suite", "mmseg", MMSEG,
                                               f"mmseg protocol vs predict + merge_preds, {where}")], timings),
@@ -561,7 +573,7 @@ def part_transform(peers, sizes, device, rounds) -> dict:
     calls = {"suite_release": seeded(lambda i: release(*suite_inputs[i])), "authors": seeded(authors_one),
              "suite_default": seeded(lambda i: default(*suite_inputs[i])), "mmseg": seeded(mmseg_one)}
     try:
-        timings = time_interleaved(calls, torch.device("cpu"), rounds=rounds, min_round_time=0.0, warmup=1)
+        timings = _timed(calls, torch.device("cpu"), rounds)
     finally:
         torch.set_num_threads(threads)
     n = len(pixels)
@@ -621,8 +633,9 @@ def main() -> None:
     print()
     print_targets(targets)
     notes += [
-        "ratio = suite / peer (time, or memory); medians over the rounds, the contenders of a part in turns, one "
-        "call each per round (q25–q75 beside them)",
+        "ratio = suite / peer: the median over the rounds of each round's suite time / peer time (the contenders "
+        "of a part in turns, one call each per round, so a round's load cancels out of its ratio); suite and "
+        "peer_value are the medians of their calls (q25–q75 beside them); memory: one measurement each",
         "the authors' Encoding layer runs tests/peers_stand_ins/encoding_lib.py (their kernels' formulas in plain "
         "torch, not their CUDA speed); rows 'same Encoding code' give each peer the suite's Encoding layer",
         "ms rows: one network on both sides (the stand-in, or the suite's EncNet R50 behind the release's BaseNet "
