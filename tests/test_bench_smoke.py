@@ -146,6 +146,32 @@ def test_naive_encoding_matches_formula_and_ours():
         torch.testing.assert_close(enc(x), expected)
 
 
+# ------------------------------------------------- issue 37: ratios paired by round, contenders taken in turns
+
+
+def _load_bench_common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_times_takes_the_contenders_in_turns_and_paired_ratio_pairs_rounds():
+    """The call order is a, b, c per round after the warm-up (not every a then every b); the ratio is the median
+    over rounds of each round's median a / median b, worked by hand on given times (none are measured here)."""
+    common = _load_bench_common()
+    order = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = common.interleaved_times(fns, torch.device("cpu"), rounds=3, min_round_time=0.0, warmup=1)
+    assert order == list("abc") * 4  # one warm-up call each, then three rounds in turns
+    assert [len(times[n]) for n in "abc"] == [3, 3, 3] and all(len(calls) == 1 for n in "abc" for calls in times[n])
+    # rounds: a/b = 2/1, median(4, 6)/2 = 2.5, 3/6 = 0.5 -> median 2; the ratio of the medians would be 3.5/2
+    given = {"a": [[2.0], [4.0, 6.0], [3.0]], "b": [[1.0], [2.0], [6.0]]}
+    ratio = common.paired_ratio(given, "a", "b")
+    assert ratio["median_s"] == pytest.approx(2.0) and ratio["repeats"] == 3
+    assert (ratio["q25_s"], ratio["q75_s"]) == (pytest.approx(1.25), pytest.approx(2.25))
+
+
 # ------------------------------------------- issue 16: the data pipeline and the GPU suite, --quick on the CPU
 
 

@@ -50,7 +50,6 @@ def test_output_tuple_for_every_switch(name, aux, se_loss, lateral, attention):
     assert backbone | head == {id(p) for p in model.parameters()}
 
 
-
 @pytest.mark.parametrize("name,aux_head", [("fcn", "fcn"), ("encnet", "fcn"), ("encnet", "se")])
 def test_eval_forward_runs_the_main_head_alone_unless_asked(name, aux_head):
     """Forward hooks count the calls of every head but the main one: training runs them all; an eval forward
@@ -77,6 +76,7 @@ def test_eval_forward_runs_the_main_head_alone_unless_asked(name, aux_head):
     assert calls == dict.fromkeys(others, 2)  # the plain eval forward ran none of them
     assert all(getattr(plain, f) is None for f in fields) and all(getattr(asked, f) is not None for f in fields)
     torch.testing.assert_close(plain.out, asked.out, rtol=0, atol=0)
+
 
 def test_encnet_trains_end_to_end_with_syncbn_layers():
     torch.manual_seed(0)
