@@ -67,6 +67,21 @@ def device_tag(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
+def matmul_gflops() -> float:
+    """This CPU's float32 matrix-product speed now, at the current thread count (run_all's probe)."""
+    from encnet.experiments.summary import matmul_gflops as probe
+
+    return probe()
+
+
+def matmul_step(device: torch.device, size: int = 1024) -> tuple[Callable[[], object], float]:
+    """(one float32 ``size``³ matrix product, its FLOPs): timed in turns with a benchmark's own calls, its rate is
+    what the CPU did in matrix products under the same load, the ceiling of any row made of them."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(device) for _ in range(2))
+    return (lambda: torch.mm(a, b)), 2.0 * size**3
+
+
 def machine_info(device: torch.device) -> dict:
     """Versions, git state and date (from ``encnet.engine.runs.capture_env``) plus what decides CPU timings."""
     from encnet.engine.runs import capture_env
@@ -88,6 +103,9 @@ def machine_info(device: torch.device) -> dict:
         "date": env["start_time"],
         # A shared machine makes CPU timings noisy; the 1-minute load at the start says how busy it was.
         "load_average_1m_at_start": round(load[0], 2) if load else None,
+        # What this CPU does in float32 matrix products at the benchmark's thread count, at the start and (added
+        # by write_results) at the end: a row faster than the matrix products that make it up cannot be right.
+        "matmul_GFLOP_s_at_start": round(matmul_gflops(), 1) if device.type == "cpu" else None,
     }
 
 
@@ -96,16 +114,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _summary(times: list[float]) -> dict:
+def summarize(times: list[float]) -> dict:
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median_s": statistics.median(times), "q25_s": q[0], "q75_s": q[2], "repeats": len(times)}
 
 
-def time_interleaved(
+def interleaved_times(
     fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int = 3,
     min_round_time: float = 0.3, warmup: int = 1,
-) -> dict[str, dict]:
-    """Median and quartiles of single-call wall times of each function, measured in turns.
+) -> dict[str, list[list[float]]]:
+    """Single-call wall times of each function, measured in turns: ``times[name][round]`` lists the calls.
 
     Each round calls every function in turn, repeatedly until ``min_round_time`` has passed (at least once),
     so that a change in the load of a shared machine hits all of them alike and their ratios stay fair.
@@ -115,18 +133,37 @@ def time_interleaved(
         for _ in range(warmup):
             fn()
     synchronize(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, list[list[float]]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            calls = []
             start = time.perf_counter()
             while True:
                 t0 = time.perf_counter()
                 fn()
                 synchronize(device)
-                times[name].append(time.perf_counter() - t0)
+                calls.append(time.perf_counter() - t0)
                 if time.perf_counter() - start >= min_round_time:
                     break
-    return {name: _summary(ts) for name, ts in times.items()}
+            times[name].append(calls)
+    return times
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int = 3,
+    min_round_time: float = 0.3, warmup: int = 1,
+) -> dict[str, dict]:
+    """Median and quartiles of single-call wall times of each function, measured in turns
+    (``interleaved_times``)."""
+    times = interleaved_times(fns, device, rounds=rounds, min_round_time=min_round_time, warmup=warmup)
+    return {name: summarize([t for calls in ts for t in calls]) for name, ts in times.items()}
+
+
+def paired_ratio(times: dict[str, list[list[float]]], numerator: str, denominator: str) -> dict:
+    """Median and quartiles over the rounds of numerator / denominator, each round's calls against the same
+    round's: the load a round ran under cancels out of its ratio."""
+    ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(times[numerator], times[denominator])]
+    return summarize(ratios)
 
 
 # ---------------------------------------------------------------------------------------- peak memory
@@ -198,6 +235,8 @@ def write_results(args: argparse.Namespace, name: str, device: torch.device, pay
     record = {"benchmark": name, "device": device_tag(device), "quick": bool(args.quick), **payload}
     if hasattr(os, "getloadavg"):
         record["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    if device.type == "cpu":
+        record["machine"]["matmul_GFLOP_s_at_end"] = round(matmul_gflops(), 1)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)

@@ -7,10 +7,14 @@ each may take on one GPU so that the whole run fits 9 minutes (a part past its b
 part               budget  what
 =================  ======  ===============================================================================
 encoding_amp         30 s  Encoding layer ours / naive / floor, fp32 and bf16 autocast, N=60², K=32, D=512
-train_step          270 s  FCN and EncNet, R50 and R101, 480², batch 2/4/8/16, fp32 and bf16 AMP,
+train_step          210 s  FCN and EncNet, R50 and R101, 480², batch 2/4/8/16, fp32 and bf16 AMP,
                            channels_last off/on: step time and peak memory (sizes every paper run)
-ms_eval              60 s  multi-scale evaluation images/s, batched vs one window (``bench/ms_eval.py``,
-                           another part of the suite; skipped with a message where it is absent)
+ms_eval              60 s  multi-scale evaluation images/s, one window, a window and its mirror, batched
+                           (``bench/ms_eval.py``): which ``eval.max_batch`` the GPU's default should be
+peers                60 s  the suite against the authors' release and mmsegmentation (``bench/peers.py``):
+                           train step, its peak memory, eval forward, both multi-scale protocols (the
+                           training transform is a CPU's job: measured by the CPU run); skipped with the
+                           install command where ``.peers/`` is absent
 syncbn_cuda          45 s  encnet SyncBatchNorm on CUDA tensors, 2 processes sharing the GPU (gloo), against
                            BatchNorm over the concatenated batch (values and gradients); time vs CPU tensors
 paper_training       90 s  ``python -m encnet.train`` on the paper profile (EncNet R50, 480² crops, batch 16)
@@ -42,7 +46,8 @@ from tabulate import tabulate
 from common import REPO_ROOT, base_parser, machine_info, measure_peak_bytes, resolve_device, synchronize, \
     target, time_interleaved, write_results
 
-BUDGET_S = {"encoding_amp": 30, "train_step": 270, "ms_eval": 60, "syncbn_cuda": 45, "paper_training": 90}
+BUDGET_S = {"encoding_amp": 30, "train_step": 210, "ms_eval": 60, "peers": 60, "syncbn_cuda": 45,
+            "paper_training": 90}
 TOTAL_BUDGET_S = 540
 assert sum(BUDGET_S.values()) + 45 <= TOTAL_BUDGET_S
 
@@ -232,6 +237,21 @@ def part_ms_eval(args, device, sizes, machine) -> None:
         print(f"ms_eval: stopped after its {BUDGET_S['ms_eval']} s budget; no result", flush=True)
 
 
+def part_peers(args, device, sizes, machine) -> None:
+    """``bench/peers.py`` at full sizes, three rounds; ``--quick``: its smoke sizes, the release protocol only (the
+    wiring; tests/test_bench_smoke.py's peers test covers every part)."""
+    command = [sys.executable, str(Path(__file__).parent / "peers.py"), "--device", device.type, "--results-dir",
+               str(args.results_dir)]
+    if args.quick:
+        command += ["--smoke", "--parts", "ms_release"]
+    else:
+        command += ["--rounds", "3", "--parts", "train_step", "peak_memory", "eval_forward", "ms_release", "ms_mmseg"]
+    try:
+        subprocess.run(command, check=True, timeout=BUDGET_S["peers"] * (3 if args.quick else 1), cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired:
+        print(f"peers: stopped after its {BUDGET_S['peers']} s budget; no result", flush=True)
+
+
 # -------------------------------------------------------------------------------------- 4. SyncBN, CUDA
 
 
@@ -394,7 +414,7 @@ def part_training(args, device, sizes, machine) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 PARTS = {"encoding_amp": part_encoding, "train_step": part_train_step, "ms_eval": part_ms_eval,
-         "syncbn_cuda": part_syncbn, "paper_training": part_training}
+         "peers": part_peers, "syncbn_cuda": part_syncbn, "paper_training": part_training}
 
 
 def main() -> None:

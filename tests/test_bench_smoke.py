@@ -146,6 +146,32 @@ def test_naive_encoding_matches_formula_and_ours():
         torch.testing.assert_close(enc(x), expected)
 
 
+# ------------------------------------------------- issue 37: ratios paired by round, contenders taken in turns
+
+
+def _load_bench_common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_times_takes_the_contenders_in_turns_and_paired_ratio_pairs_rounds():
+    """The call order is a, b, c per round after the warm-up (not every a then every b); the ratio is the median
+    over rounds of each round's median a / median b, worked by hand on given times (none are measured here)."""
+    common = _load_bench_common()
+    order = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = common.interleaved_times(fns, torch.device("cpu"), rounds=3, min_round_time=0.0, warmup=1)
+    assert order == list("abc") * 4  # one warm-up call each, then three rounds in turns
+    assert [len(times[n]) for n in "abc"] == [3, 3, 3] and all(len(calls) == 1 for n in "abc" for calls in times[n])
+    # rounds: a/b = 2/1, median(4, 6)/2 = 2.5, 3/6 = 0.5 -> median 2; the ratio of the medians would be 3.5/2
+    given = {"a": [[2.0], [4.0, 6.0], [3.0]], "b": [[1.0], [2.0], [6.0]]}
+    ratio = common.paired_ratio(given, "a", "b")
+    assert ratio["median_s"] == pytest.approx(2.0) and ratio["repeats"] == 3
+    assert (ratio["q25_s"], ratio["q75_s"]) == (pytest.approx(1.25), pytest.approx(2.25))
+
+
 # ------------------------------------------- issue 16: the data pipeline and the GPU suite, --quick on the CPU
 
 
@@ -197,3 +223,43 @@ def test_gpu_suite_quick(perf_results):
     # Quick CPU runs never reach the tables.
     text = build_benchmarks_markdown(load_results(perf_results))
     assert "## train_step" not in text and "quick-run result(s) left out" in text
+
+
+# ------------------------------------------------------------ issue 37: the suite against the peers, --smoke
+
+
+@pytest.mark.peers
+def test_peers_benchmark_smoke(tmp_path):
+    """bench/peers.py --smoke: every part against both peers, ratios from real timings, the protocols' argmax equal
+    to the peers' own (MultiEvalModule, predict + merge_preds), and the result kept out of the tables."""
+    if not (REPO / ".peers" / "site" / "mmseg").is_dir():
+        pytest.skip("the peers' released code is not installed: run `bash scripts/install_peers.sh`")
+    proc = subprocess.run([sys.executable, str(BENCH / "peers.py"), "--smoke", "--device", "cpu", "--results-dir",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    record = read(tmp_path, "peers")
+    assert record["quick"] is True and record["sizes"] == "smoke" and MACHINE_KEYS <= record["machine"].keys()
+    assert record["machine"]["matmul_GFLOP_s_at_start"] > 0 and record["machine"]["matmul_GFLOP_s_at_end"] > 0
+    parts = {(r["part"], r["peer"]) for r in record["rows"]}
+    assert parts == {(p, peer) for p in ("train_step", "peak_memory", "eval_forward", "ms_release", "ms_mmseg",
+                                         "transform") for peer in ("authors v0.5.0", "mmseg 1.2.2")
+                     if (p, peer) not in {("ms_release", "mmseg 1.2.2"), ("ms_mmseg", "authors v0.5.0")}}
+    for row in record["rows"]:
+        assert row["suite"] > 0 and row["peer_value"] > 0
+        assert row["ratio"] == pytest.approx(row["suite"] / row["peer_value"])
+    checks = {t["target"]: t["pass"] for t in record["targets"] if "argmax" in t["target"]}
+    assert len(checks) == 2 and all(checks.values()), checks
+    text = build_benchmarks_markdown(load_results(tmp_path))
+    assert "## peers" not in text and "1 quick-run result(s) left out" in text
+
+
+def test_peers_benchmark_without_the_peers_says_how_to_install_them(tmp_path):
+    """A checkout without .peers/: the benchmark names the install command and exits 0 (what gpu_suite relies on)."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for name in ("peers.py", "common.py"):
+        (bench / name).write_text((BENCH / name).read_text())
+    proc = subprocess.run([sys.executable, str(bench / "peers.py"), "--quick"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bash scripts/install_peers.sh" in proc.stdout and not list(bench.glob("results/*"))

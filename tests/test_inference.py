@@ -84,7 +84,8 @@ def naive_prediction(model, image, scales, base_size, crop, stride_ratio, flip, 
             back = F.interpolate(mean, size=(height, width), mode="bilinear", align_corners=align_corners)[0]
             score += (back.softmax(0) if accumulate == "softmax" else back).numpy() / n_views
         result += score
-    return result if accumulate == "release_exp_sum" else result / len(scales)
+    # the suite returns the release's exp-sum scores as their logarithm
+    return np.log(result) if accumulate == "release_exp_sum" else result / len(scales)
 
 
 @pytest.mark.parametrize("accumulate", ["logits", "release_exp_sum", "softmax"])
@@ -254,7 +255,7 @@ def hand_expected(accumulate: str, align_corners: bool) -> np.ndarray:
     scale_075 = finish([overlap(wa, wb) for wa, wb in zip(combine(a_views), combine(b_views))])
     scale_05 = finish([upsample(v) for v in combine(s_views)])
     total = scale_075 + scale_05
-    return (total if accumulate == "release_exp_sum" else total / 2)[:, None, :]
+    return (np.log(total) if accumulate == "release_exp_sum" else total / 2)[:, None, :]
 
 
 @pytest.mark.parametrize("align_corners", [True, False])
@@ -349,8 +350,8 @@ def test_max_batch_bounds_every_forward_and_is_checked():
         predict_logits(model, image, max_batch=0, **kwargs)
 
 
-def test_ms_eval_benchmark_quick_runs_and_finds_both_paths_equal(tmp_path):
-    """bench/ms_eval.py --quick (tiny sizes) writes its result with both paths and the equality target."""
+def test_ms_eval_benchmark_quick_runs_and_finds_the_paths_equal(tmp_path):
+    """bench/ms_eval.py --quick (tiny sizes) writes its result with every path and the equality target."""
     import json
     import subprocess
     import sys
@@ -361,24 +362,126 @@ def test_ms_eval_benchmark_quick_runs_and_finds_both_paths_equal(tmp_path):
                            "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "ms_eval-cpu.json").read_text())
-    assert record["quick"] is True and [r["path"] for r in record["rows"]] == ["one_window", "batched",
-                                                                             "batched/one_window"]
-    one, batched = record["rows"][:2]
+    assert record["quick"] is True and [r["path"] for r in record["rows"]] == [
+        "one_window", "window_and_mirror", "batched", "batched/one_window"]
+    one, pair, batched = record["rows"][:3]
     assert one["forwards_per_image"] == one["window_views_per_image"] == 18  # 1 + 2 + 6 windows, × 2 mirrors
+    assert pair["forwards_per_image"] == 9  # a window and its mirror per forward
     assert batched["forwards_per_image"] == 3  # 9 windows, 4 (with their mirrors) per forward of ≤ 8
     (equal,) = record["targets"]
     assert equal["pass"] and equal["measured"] <= 1e-5
 
 
 def test_release_exp_sum_stays_finite_where_float32_overflows():
-    """l + l_flipped = 120 > 88: exp overflows float32; the scores stay finite and exact (float64)."""
+    """l + l_flipped = 120 > 88: the release's float32 exp overflows; the suite's log scores are finite, exact and
+    float32, with nothing float64 beyond the resize's one-axis tap positions."""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
     class Confident(nn.Module):
         def forward(self, x):
             return torch.cat([torch.full_like(x[:, :1], 60.0), torch.full_like(x[:, :1], 59.0)], 1)
 
+    class Float64Sizes(TorchDispatchMode):
+        sizes: list[int] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    self.sizes.append(t.numel())
+            return out
+
     image = torch.zeros(1, 3, 5, 4)  # float32, as the evaluation feeds it
-    got = predict_logits(Confident(), image, scales=[1.0, 2.0], flip=True, base_size=5, crop_size=6)
-    assert got.dtype == torch.float64
-    torch.testing.assert_close(got[0, :, 0, 0], torch.tensor([2 * math.exp(120), 2 * math.exp(118)],
-                                                             dtype=torch.float64), rtol=1e-12, atol=0)
+    with Float64Sizes() as mode:
+        got = predict_logits(Confident(), image, scales=[1.0, 2.0], flip=True, base_size=5, crop_size=6)
+    assert got.dtype == torch.float32 and max(mode.sizes, default=0) <= max(image.shape[-2:])
+    # log(exp(120) + exp(120)) and log(exp(118) + exp(118)): both scales see the same constant logits
+    torch.testing.assert_close(got[0, :, 0, 0], torch.tensor([120 + math.log(2), 118 + math.log(2)]),
+                               rtol=1e-6, atol=0)
+
+
+class Ramp(nn.Module):
+    """Pointwise logits of a one-channel image: 40·x, 40·x + 0.5·cos(6x) and 40·x − 1, so that over an image
+    spanning x ∈ [−1, 1] each pixel's largest logit sum ranges over some 160 nats and classes 0 and 1 alternate."""
+
+    def forward(self, x):
+        return torch.cat([40 * x, 40 * x + 0.5 * torch.cos(6 * x), 40 * x - 1], 1)
+
+
+def _ramp_image(dtype):
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, 9, dtype=torch.float64),
+                                torch.linspace(-1, 1, 13, dtype=torch.float64), indexing="ij")
+    return (0.3 * rows + 0.7 * cols)[None, None].to(dtype)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_release_exp_sum_beyond_the_safe_range_equals_float64_loops(align_corners):
+    """A scale whose pixels span more than SAFE_RANGE nats takes the per-pixel resize: in float32 it still gives
+    the float64 oracle's log scores and argmax; the one-reference resize would lose the low pixels."""
+    from encnet.engine import inference
+
+    kwargs = dict(scales=[0.75, 1.0, 1.5], flip=True, base_size=13, crop_size=8, stride_ratio=2 / 3,
+                  align_corners=align_corners, pad_value=(0.0,))
+    want = naive_prediction(Ramp(), _ramp_image(torch.float64), kwargs["scales"], 13, 8, 2 / 3, flip=True,
+                            accumulate="release_exp_sum", align_corners=align_corners, pad=(0.0,))
+    got = predict_logits(Ramp(), _ramp_image(torch.float32), **kwargs)[0].double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    decided = np.abs(want[0] - want[1]) > 1e-3
+    assert decided.sum() > 50 and (got.argmax(0) == want.argmax(0))[decided].all()
+    # Guards the test: with one reference per scale (the fast resize forced) float32 loses the low pixels.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "SAFE_RANGE", math.inf)
+        one_ref = predict_logits(Ramp(), _ramp_image(torch.float32), **kwargs)[0].double().numpy()
+    assert not np.isfinite(one_ref).all()
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_the_per_pixel_resize_equals_naive_loops_in_float64(align_corners, monkeypatch):
+    """The per-pixel resize, forced at every scale, against the oracle to float64 rounding."""
+    from encnet.engine import inference
+
+    monkeypatch.setattr(inference, "SAFE_RANGE", -1.0)
+    model = WindowSensitiveModel().eval()
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 10, 7, dtype=torch.float64)
+    scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    got = predict_logits(model, image, scales=scales, flip=True, base_size=12, crop_size=8, stride_ratio=2 / 3,
+                         accumulate="release_exp_sum", align_corners=align_corners)
+    want = naive_prediction(model, image, scales, 12, 8, 2 / 3, flip=True, accumulate="release_exp_sum",
+                            align_corners=align_corners)
+    np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("accumulate", ["logits", "release_exp_sum", "softmax"])
+def test_a_model_returning_a_view_of_its_input_leaves_the_image_alone(accumulate):
+    """The combination updates the window logits in place: a model whose output is its input (or an expanded
+    tensor) must not see later windows overwritten."""
+
+    class Passthrough(nn.Module):
+        def forward(self, x):
+            return x[:, :NUM_CLASSES]
+
+    image = torch.randn(1, 3, 10, 7, dtype=torch.float64)
+    kwargs = dict(scales=[0.5, 1.0, 1.75], flip=True, base_size=12, crop_size=8, accumulate=accumulate)
+    want = naive_prediction(Passthrough(), image, kwargs["scales"], 12, 8, 2 / 3, flip=True, accumulate=accumulate,
+                            align_corners=True)
+    before = image.clone()
+    for max_batch in (1, 64):
+        got = predict_logits(Passthrough(), image, max_batch=max_batch, **kwargs)
+        np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(image, before)
+
+
+def test_default_max_batch_follows_the_device():
+    from encnet.engine.inference import DEFAULT_MAX_BATCH
+
+    sizes = []
+
+    class Recording(WindowSensitiveModel):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            return super().forward(x)
+
+    image = torch.randn(1, 3, 10, 7, dtype=torch.float64)
+    predict_logits(Recording().eval(), image, scales=[0.5, 1.0, 1.75], flip=True, base_size=12, crop_size=8)
+    assert DEFAULT_MAX_BATCH["cpu"] == 1 and sizes == [1] * 30  # 15 windows and their mirrors, one by one

@@ -50,6 +50,34 @@ def test_output_tuple_for_every_switch(name, aux, se_loss, lateral, attention):
     assert backbone | head == {id(p) for p in model.parameters()}
 
 
+@pytest.mark.parametrize("name,aux_head", [("fcn", "fcn"), ("encnet", "fcn"), ("encnet", "se")])
+def test_eval_forward_runs_the_main_head_alone_unless_asked(name, aux_head):
+    """Forward hooks count the calls of every head but the main one: training runs them all; an eval forward
+    none (their outputs None, the main logits unchanged); an eval forward with all_heads=True all again."""
+    torch.manual_seed(0)
+    kwargs = {} if name == "fcn" else dict(aux_head=aux_head)
+    model = build_model(name, NUM_CLASSES, backbone="resnet_tiny", aux=True, **kwargs)
+    others = {"aux": model.aux_head}
+    if name == "encnet":
+        others["se"] = model.head.enc_module.se_layer
+    calls = dict.fromkeys(others, 0)
+    for key, module in others.items():
+        module.register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
+    fields = [f for f in ("aux", "se", "aux_se") if f != ("aux_se" if aux_head == "fcn" else "aux")]
+    fields = fields if name == "encnet" else ["aux"]
+    x = torch.randn(2, 3, *SIZE)
+
+    model.train()
+    trained = model(x)
+    assert calls == dict.fromkeys(others, 1) and all(getattr(trained, f) is not None for f in fields)
+    model.eval()
+    with torch.no_grad():
+        plain, asked = model(x), model(x, all_heads=True)
+    assert calls == dict.fromkeys(others, 2)  # the plain eval forward ran none of them
+    assert all(getattr(plain, f) is None for f in fields) and all(getattr(asked, f) is not None for f in fields)
+    torch.testing.assert_close(plain.out, asked.out, rtol=0, atol=0)
+
+
 def test_encnet_trains_end_to_end_with_syncbn_layers():
     torch.manual_seed(0)
     model = convert_sync_batchnorm(build_model("encnet", NUM_CLASSES, backbone="resnet_tiny", lateral=True))
@@ -176,7 +204,7 @@ def test_aux_head_fcn_gives_aux_logits_se_gives_stage3_se_logits(aux_head):
     assert model.aux_head.encoding[0][0].in_channels == c3 and model.aux_head.se_layer.in_features == c3
     model.eval()
     with torch.no_grad():  # it reads layer3: the stage-3 features, not the head's
-        torch.testing.assert_close(model(x).aux_se, model.aux_head(model.backbone(x)[2]))
+        torch.testing.assert_close(model(x, all_heads=True).aux_se, model.aux_head(model.backbone(x)[2]))
     # Trained by its SE-loss alone, every parameter of the module gets a gradient (DDP needs no unused ones).
     model.train()
     model(x).aux_se.sum().backward()

@@ -154,7 +154,8 @@ class EvalConfig:
     monitor_view: Literal["full", "centre_crop"] = "full"
     # Images (windows and their mirrors, any scale) per forward pass: bounds the activation memory to
     # max_batch windows' worth; the scores do not depend on it beyond rounding. 1: one window per forward.
-    max_batch: int = 8
+    # None: the device's measured default (encnet.engine.inference.DEFAULT_MAX_BATCH: 1 on a CPU, 8 on a GPU).
+    max_batch: int | None = None
 
 
 @dataclass

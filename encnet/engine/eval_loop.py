@@ -104,7 +104,7 @@ def evaluate_model(model: torch.nn.Module, dataset, metric, config: Config, ctx,
         if save_dir is not None and config.task == "segmentation":
             name = str(ids[int(index)]) if ids is not None else f"{int(index):06d}"
             _save_prediction(save_dir / f"{name}.png", logits)
-            out = model(image)
+            out = model(image, all_heads=True)  # eval forwards compute the main head alone unless asked
             if getattr(out, "se", None) is not None:
                 se_probs[name] = [round(float(p), 6) for p in torch.sigmoid(out.se[0].float())]
     metric.reduce()

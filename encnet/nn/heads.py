@@ -108,14 +108,15 @@ class EncModule(nn.Module):
         self.fc = nn.Sequential(nn.Linear(channels, channels), nn.Sigmoid())
         self.se_layer = nn.Linear(channels, num_classes) if se_loss else None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, with_se: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``with_se`` False: no SE logits (None), as an evaluation that does not read them asks."""
         encoded = self.encoding(x)  # B×C
         gamma = self.fc(encoded)[:, :, None, None]
         if self.attention == "release":
             out = (x + x * gamma).relu()
         else:
             out = x * gamma
-        se = self.se_layer(encoded) if self.se_layer is not None else None
+        se = self.se_layer(encoded) if self.se_layer is not None and with_se else None
         return out, se
 
 
@@ -152,7 +153,7 @@ class EncHead(nn.Module):
     channels, are concatenated with the main branch and fused by a 3×3 conv-BN-ReLU. At output
     stride 8 all three maps have the same size.
 
-    ``forward(c4, c2=None, c3=None)`` returns (logits B×num_classes×h×w, SE logits or None).
+    ``forward(c4, c2=None, c3=None, with_se=True)`` returns (logits B×num_classes×h×w, SE logits or None).
     """
 
     def __init__(
@@ -179,7 +180,7 @@ class EncHead(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(mid, num_classes, 1))
 
     def forward(
-        self, c4: Tensor, c2: Tensor | None = None, c3: Tensor | None = None
+        self, c4: Tensor, c2: Tensor | None = None, c3: Tensor | None = None, with_se: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         feat = self.conv5(c4)
         if self.lateral:
@@ -187,5 +188,5 @@ class EncHead(nn.Module):
                 raise ValueError("EncHead(lateral=True) needs the layer2 and layer3 features c2, c3")
             laterals = [conv(c) for conv, c in zip(self.connect, (c2, c3))]
             feat = self.fusion(torch.cat([feat, *laterals], dim=1))
-        feat, se = self.enc_module(feat)
+        feat, se = self.enc_module(feat, with_se)
         return self.classifier(feat), se
