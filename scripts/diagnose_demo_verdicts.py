@@ -107,15 +107,21 @@ def cmd_ms(args) -> None:
                    ("mIoU", "ms_whole_flip", "ss"),
                    ("mIoU", "ms_whole_flip", "ms_slide_flip"),
                    ("mIoU_scene", "ms_slide_flip", "ss"),
-                   ("mIoU_scene", "ms_whole_flip", "ss")]
+                   ("mIoU_scene", "ms_whole_flip", "ss"),
+                   ("mIoU", "ms_cover_flip", "ss"),
+                   ("mIoU_scene", "ms_cover_flip", "ss"),
+                   ("IoU_ring", "ms_slide_flip", "ss"),
+                   ("IoU_cross", "ms_slide_flip", "ss"),
+                   ("mIoU_small", "ms_slide_flip", "ss"),
+                   ("mIoU_large", "ms_slide_flip", "ss")]
     for scale in ("0.75", "1", "1.25"):
         comparisons += [("mIoU", f"slide_{scale}_flip", "ss"), ("mIoU", f"whole_{scale}_flip", "ss"),
-                        ("mIoU_scene", f"whole_{scale}_flip", "ss")]
+                        ("mIoU_scene", f"slide_{scale}_flip", "ss"), ("mIoU_scene", f"whole_{scale}_flip", "ss")]
     print("\npaired differences (a − b), 95 % t interval over seeds:")
     _print_table([[m, a, b, _interval({s: by_seed[s][a][m] - by_seed[s][b][m] for s in seeds})]
                   for m, a, b in comparisons], ["metric", "a", "b", "a − b"])
     checks = []
-    for run_dir, r in results.items():
+    for run_dir, r in results.items() if args.limit is None else ():  # the engine evaluates every image
         logged = run_dir / "eval_ms_flip.json"
         if logged.is_file():
             engine = json.loads(logged.read_text())
