@@ -182,6 +182,18 @@ def cmd_size_bins(args) -> None:
     _print_table([[arm, _interval({s: arms[arm][s]["breakdown"]["small"]["shape_IoU"]
                                    - arms[arm][s]["breakdown"]["large"]["shape_IoU"] for s in seeds})]
                   for arm in ("with", "without")], ["arm", "shape IoU small − large"])
+    checks = []
+    for arm in ("with", "without"):
+        for s in seeds:
+            logged = Path(arms[arm][s]["run_dir"]) / "eval.json"
+            if logged.is_file():
+                engine = json.loads(logged.read_text())
+                mine = arms[arm][s]["breakdown"]
+                checks.append([arm, s, engine["mIoU_small"], mine["small"]["mIoU"], engine["mIoU_large"],
+                               mine["large"]["mIoU"]])
+    if checks:
+        print("\nper-bin mIoU against the engine's eval.json (the run's single-scale evaluation):")
+        _print_table(checks, ["arm", "seed", "engine small", "here small", "engine large", "here large"])
 
 
 def cmd_cifar(args) -> None:
