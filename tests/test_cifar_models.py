@@ -188,6 +188,31 @@ def test_se_attention_reduction_16_matches_naive_formula():
     torch.testing.assert_close(se(x), x * gate[:, :, None, None])
 
 
+def test_the_demos_se_resnet_16d_blocks_against_a_float64_hand_forward():
+    """The demo's SE-ResNet-16d (configs/demo/cifar10_se_resnet_64d.yaml): every unit's bottleneck is C // 16 (1, 1, 2,
+    2, 4, 4 at widths 16, 32, 64), and a downsampling block is x's shortcut plus the SE-gated residual branch, gate
+    = sigmoid(W2 ReLU(W1 pool(branch))), computed here from the block's own weights (SE-Net; paper §3.5)."""
+    model = build_cifar_model("SE-ResNet-16d").double().eval()
+    hidden = [b.attention.fc1.out_channels for st in (model.stage1, model.stage2, model.stage3) for b in st]
+    assert hidden == [1, 1, 2, 2, 4, 4]
+    _random_stats(model)
+    block = model.stage2[0]  # 16 → 32 channels, stride 2, hidden 2
+    se = block.attention
+    with torch.no_grad():  # trained-looking SE weights: the initial ones leave the gate near 0.5
+        for p in se.parameters():
+            p.uniform_(-1.0, 1.0)
+    # images that differ in their channel means, as real feature maps do (i.i.d. noise pools to ≈ the same vector)
+    x = torch.randn(3, 16, 8, 8, dtype=torch.float64) + 2 * torch.randn(3, 16, 1, 1, dtype=torch.float64)
+    h = F.conv2d(torch.relu(_bn_eval(x, block.bn1)), block.conv1.weight, stride=2, padding=1)
+    h = F.conv2d(torch.relu(_bn_eval(h, block.bn2)), block.conv2.weight, padding=1)
+    squeeze = h.mean(dim=(2, 3))
+    gate = torch.sigmoid(torch.relu(squeeze @ se.fc1.weight.flatten(1).T + se.fc1.bias) @ se.fc2.weight.flatten(1).T
+                         + se.fc2.bias)
+    assert gate.std(0).max() > 0.01  # the gate depends on the image, so a misplaced pooling would show
+    shortcut = F.conv2d(x, block.shortcut.weight, block.shortcut.bias, stride=2)
+    torch.testing.assert_close(block(x), h * gate[:, :, None, None] + shortcut)
+
+
 def naive_encoding(x, codewords, smoothing):
     """e_k = Σ_i a_ik (x_i − c_k), a_ik = softmax_k(−s_k‖x_i − c_k‖²) (§3.1, s_k > 0), naively."""
     x = x.flatten(2).transpose(1, 2)  # B×N×D

@@ -170,6 +170,43 @@ def test_window_starts_cover_the_axis():
     assert window_starts(19, 8, 5) == [0, 5, 10, 15]
 
 
+class TransposeSymmetric(nn.Module):
+    """A conv with kernels symmetric in (row, column) plus the window's mean: transposing the input transposes the
+    logits, so a [height, width] window on X must give the transpose of a [width, height] window on Xᵀ."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv = nn.Conv2d(3, NUM_CLASSES, 3, padding=1).double()
+        with torch.no_grad():
+            self.conv.weight.copy_(0.5 * (self.conv.weight + self.conv.weight.transpose(-1, -2)))
+        self.context = nn.Linear(3, NUM_CLASSES).double()
+
+    def forward(self, x):
+        return self.conv(x) + self.context(x.mean(dim=(2, 3)))[:, :, None, None]
+
+
+@pytest.mark.parametrize("accumulate", ["logits", "release_exp_sum", "softmax"])
+def test_a_rectangular_window_is_the_transpose_of_its_transposed_twin(accumulate):
+    """The [height, width] path against an independent computation: the same path with the axes swapped. Rows
+    and columns have separate strides, window counts, remainders and padding; mixing them up breaks the symmetry."""
+    model = TransposeSymmetric().eval()
+    assert torch.allclose(model(torch.ones(1, 3, 5, 4, dtype=torch.float64)).transpose(-1, -2),
+                          model(torch.ones(1, 3, 4, 5, dtype=torch.float64)))
+    torch.manual_seed(5)
+    image = torch.randn(1, 3, 14, 8, dtype=torch.float64)
+    pad = (0.1, -0.2, 0.3)
+    # 0.75: 11×6, padded up to the window; 1.25: 18×10, 2×2 windows with remainders; 1.5: 21×12, 3×2 windows.
+    settings = dict(scales=[0.75, 1.0, 1.25, 1.5], flip=False, base_size=14, stride_ratio=2 / 3,
+                    accumulate=accumulate, pad_value=pad)
+    tall = predict_logits(model, image, crop_size=[14, 8], **settings)
+    wide = predict_logits(model, image.transpose(-1, -2), crop_size=[8, 14], **settings)
+    np.testing.assert_allclose(tall.numpy(), wide.transpose(-1, -2).numpy(), rtol=1e-12, atol=1e-12)
+    # A square window given as [c, c] is the square path.
+    square = predict_logits(model, image, crop_size=[9, 9], **settings)
+    np.testing.assert_array_equal(square.numpy(), predict_logits(model, image, crop_size=9, **settings).numpy())
+
+
 # --------------------------------------------------------------------------------------------- padding colour
 
 
