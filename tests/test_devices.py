@@ -85,7 +85,9 @@ def test_the_reproduce_gate_refuses_gpus_it_cannot_have_before_training(machine,
     from encnet.experiments.planning import PlannedRun
 
     machine(driver=None)
-    config = type("C", (), {"task": "classification"})()
+    # A generated dataset passes the gate's dataset check, so only the GPU request can refuse.
+    data = type("D", (), {"dataset": "context_textures", "root": str(tmp_path / "data")})()
+    config = type("C", (), {"task": "classification", "data": data})()
     run = PlannedRun(config, tmp_path / "run", PAPER_CONFIG, [], 0)
     with pytest.raises(PreflightError, match="GPUs: --gpus 8, but CUDA is not usable: no NVIDIA driver"):
         gate([run], parse_args("ablation", ["--profile", "paper", "--gpus", "8"]))
