@@ -7,8 +7,9 @@ module measures both. Every protocol's scores come from the engine's own inferen
 (:func:`encnet.engine.inference.multi_scale_logits`): a scale alone is that function with one scale and a window
 kind's crop (:func:`view_window`): ``slide`` the config's crop, ``whole`` the scaled image's own size (one window, no
 padding: the test mode mmsegmentation calls ``whole``), ``cover`` the larger of the two per side. A multi-scale
-protocol's scores are the sum (``release_exp_sum``) or mean (``logits``, ``softmax``) of its scales' scores, which
-is how the engine combines scales.
+protocol's scores are the log of the summed exponentials (``release_exp_sum``, whose per-scale scores the engine
+returns in log space) or the mean (``logits``, ``softmax``) of its scales' scores, which is how the engine combines
+scales.
 
 Metrics per protocol are the engine's: one confusion matrix over the split (``encnet.metrics``), mIoU_scene over the
 scene-dependent classes, mIoU_small / mIoU_large over the size-bin regions.
@@ -84,13 +85,16 @@ def scale_scores(model: Callable, image: Tensor, scale: float, protocol: MSProto
 
 
 def combine_scales(per_scale: Sequence[Tensor], accumulate: str) -> Tensor:
-    """The engine's combination over scales: summed for ``release_exp_sum``, averaged otherwise."""
+    """The engine's combination over scales: the release's sum of exponentials for ``release_exp_sum`` (the engine
+    returns those scores as their logarithm, so they combine by logsumexp), averaged otherwise."""
     if accumulate not in ACCUMULATE:
         raise ValueError(f"accumulate must be one of {ACCUMULATE}, found {accumulate!r}")
+    if accumulate == "release_exp_sum":
+        return torch.logsumexp(torch.stack(list(per_scale)), dim=0)
     total = per_scale[0]
     for score in per_scale[1:]:
         total = total + score
-    return total if accumulate == "release_exp_sum" else total / len(per_scale)
+    return total / len(per_scale)
 
 
 def window_boxes(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]
