@@ -8,7 +8,15 @@ cd "$(dirname "$0")"
 bash scripts/setup_venv.sh
 export ENCNET_NO_PROGRESS=1 MPLBACKEND=Agg
 select=(-m "not slow and not peers")
+# The fast suite in two pytest-xdist workers, a test file to each at a time (its module fixtures, such as the
+# benchmarks' --quick runs, are then built once): alone it keeps 2 cores 58 % busy, as most of its tests wait on
+# interpreters that import torch or on other processes. The smoke and peers runs stay in one process: their
+# tests keep both cores busy. -n, -p no:xdist or a -m selection of your own turn this off.
+workers=(-n 2 --dist loadfile)
 for arg in "$@"; do
-    case "$arg" in -m|-m*) select=() ;; esac
+    case "$arg" in
+        -m|-m*) select=(); workers=() ;;
+        -n|-n*|--numprocesses*|no:xdist) workers=() ;;
+    esac
 done
-exec .venv/bin/python -m pytest -q "${select[@]}" "$@"
+exec .venv/bin/python -m pytest -q "${select[@]}" "${workers[@]}" "$@"

@@ -296,17 +296,27 @@ def memory_worker(case: dict) -> dict:
 def part_peak_memory(peers, sizes, device, rounds) -> dict:
     names = [n for pair in MEMORY_PAIRS for n in pair[:2]]
     peaks = {}
-    for name in names:  # one after the other: nothing is timed, and four R50 steps at once may not fit
-        case = {"contender": name, "sizes": sizes, "device": device.type, "threads": torch.get_num_threads()}
-        if device.type == "cuda":
+    cases = {name: {"contender": name, "sizes": sizes, "device": device.type, "threads": torch.get_num_threads()}
+             for name in names}
+    if device.type == "cuda":
+        for name, case in cases.items():  # one after the other: one GPU's peak counter
             peaks[name] = memory_worker(case)["peak_bytes"]
             torch.cuda.empty_cache()
-            continue
-        proc = subprocess.run([sys.executable, __file__, "--memory-worker", json.dumps(case)], capture_output=True,
-                              text=True, cwd=REPO_ROOT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory worker for {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        peaks[name] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"]
+    else:
+        # Each CPU worker's peak is its own process's, so two at a time measure the same and start (imports
+        # of torch and the peers, most of a worker's time at small sizes) side by side; not four: four R50
+        # steps at the full size may not fit a small machine's memory.
+        pending = list(cases.items())
+        while pending:
+            batch, pending = pending[:2], pending[2:]
+            procs = {name: subprocess.Popen([sys.executable, __file__, "--memory-worker", json.dumps(case)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            cwd=REPO_ROOT) for name, case in batch}
+            for name, proc in procs.items():
+                stdout, stderr = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"memory worker for {name} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+                peaks[name] = json.loads(stdout.strip().splitlines()[-1])["peak_bytes"]
     from common import cpu_memory_method
 
     rows = [{"part": "peak_memory", "what": f"EncNet R50 train step, batch {sizes['batch']}, {sizes['crop']}²",

@@ -9,10 +9,12 @@ out-of-range values are errors there), and a command that asks for ``--dry-run``
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,10 +101,15 @@ def _program(words: list[str]) -> tuple[list[str], list[str]]:
 
 
 @lru_cache(maxsize=None)
-def _help(program: tuple[str, ...]) -> str:
+def _help_text(program: tuple[str, ...]) -> tuple[int, str]:
     done = subprocess.run([*program, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"`{shlex.join(program)} --help` failed:\n{done.stdout}{done.stderr}"
-    return done.stdout + done.stderr
+    return done.returncode, done.stdout + done.stderr
+
+
+def _help(program: tuple[str, ...]) -> str:
+    returncode, text = _help_text(program)
+    assert returncode == 0, f"`{shlex.join(program)} --help` failed:\n{text}"
+    return text
 
 
 def _is_repo_path(word: str) -> bool:
@@ -111,8 +118,32 @@ def _is_repo_path(word: str) -> bool:
             and "{" not in word)
 
 
+def _without_help(program: list[str]) -> bool:
+    # no --help of their own: the file is what the page promises (CI runs .ci/run itself)
+    return program[0] == "bash" and (
+        program[1] in (".ci/run", "bench/gpu_suite.sh", "scripts/install_peers.sh", "run_tests.sh")
+        or program[1].endswith(".sbatch"))
+
+
+@pytest.fixture(scope="module")
+def helps_fetched() -> None:
+    """Every quoted program's ``--help``, fetched side by side: each is a fresh interpreter importing torch, which
+    leaves the other core idle when they run one after another."""
+    programs = set()
+    for _, command in _commands():
+        words = shlex.split(command)
+        try:
+            program = _program(words)[0] if words[0] not in EXTERNAL else None
+        except AssertionError:  # the command's own test says what is wrong with it
+            continue
+        if program and not _without_help(program) and (program[1] == "-m" or (REPO / program[1]).is_file()):
+            programs.add(tuple(program))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(_help_text, programs))
+
+
 @pytest.mark.parametrize("page,command", _commands(), ids=lambda v: v.name if isinstance(v, Path) else v)
-def test_every_quoted_command_is_one_the_code_accepts(page, command):
+def test_every_quoted_command_is_one_the_code_accepts(page, command, helps_fetched):
     words = shlex.split(command)
     if words[0] in EXTERNAL:
         return
@@ -120,9 +151,8 @@ def test_every_quoted_command_is_one_the_code_accepts(page, command):
     where = f"{page.relative_to(REPO)}: `{command}`"
     if program[0] == "bash":
         assert (REPO / program[1]).is_file(), f"{where}: no file {program[1]}"
-        if program[1] in (".ci/run", "bench/gpu_suite.sh", "scripts/install_peers.sh", "run_tests.sh") or \
-                program[1].endswith(".sbatch"):
-            return  # no --help of their own: the file is what the page promises (CI runs .ci/run itself)
+        if _without_help(program):
+            return
     if program[1] != "-m":
         assert (REPO / program[1]).is_file(), f"{where}: no file {program[1]}"
     text = _help(tuple(program))

@@ -17,7 +17,9 @@ The expensive work is spent once per distinct thing it checks, not once per conf
   ``ade20k_fcn_r50`` (ResNet-50, FCN). Each trains at the config's own 480² crop with its own 8 loader workers on
   ~500×375 images through ``torchrun -m encnet.train``, then ``torchrun -m encnet.evaluate RUN --ms`` runs the
   config's protocol on one 500×256 image (22 windows of 480² with flips): the real crop-size memory path, the
-  window grid at the paper's sizes and both commands as a user types them.
+  window grid at the paper's sizes and both commands as a user types them. The protocol runs once per distinct
+  protocol (``FULL_SIZE_MS``, today ``ade20k_encnet_r101``); the other full-size runs are evaluated with
+  ``encnet.evaluate RUN`` in one full-image pass, as the grid does not depend on the network.
 - **Small size** (every other config: EncNet-R50 and R101 on PASCAL-Context 59/60 and ADE20K, FCN-R50 on
   PASCAL-Context, the VOC chain, the four CIFAR-10 networks): what is the config's own — its file loads and is
   logged unchanged, its dataset's real layout reads, its real network is built and trained with SyncBN over 2
@@ -112,7 +114,23 @@ def full_size_cover(stems: list[str]) -> list[str]:
     return sorted(chosen)
 
 
+def protocol_holders(stems: list[str]) -> list[str]:
+    """The first of ``stems`` to hold each evaluation protocol. Only these run the multi-scale protocol at full
+    size; a full-size config whose protocol an earlier one already ran is evaluated in one full-image pass (the
+    protocol's windows and scales do not depend on the network, and its own network runs the protocol at small
+    size where it is a small-size config, or shares it with the holder here)."""
+    held: set[str] = set()
+    holders = []
+    for stem in stems:
+        protocols = {f for f in full_size_features(stem) if f.startswith("protocol ")}
+        if protocols - held:
+            holders.append(stem)
+            held |= protocols
+    return holders
+
+
 FULL_SIZE = full_size_cover(_paper_stems())
+FULL_SIZE_MS = protocol_holders(FULL_SIZE)
 SMALL_SIZE = [s for s in _paper_stems() if s not in FULL_SIZE]
 
 
@@ -229,11 +247,13 @@ def check_run(stem: str, run_dir: Path, overrides: dict, log: str = "") -> None:
         k: tuple(v.shape) for k, v in expected.items()}
 
 
-def check_eval(stem: str, run_dir: Path, log: str = "") -> dict:
-    """The evaluation's record: the config's protocol (multi-scale + flip, sliding window) for segmentation."""
+def check_eval(stem: str, run_dir: Path, log: str = "", ms: bool = True) -> dict:
+    """The evaluation's record: the config's protocol (multi-scale + flip, sliding window) for segmentation, or
+    with ``ms=False`` the single-scale full-image pass."""
     config = load_config(run_dir / "config.yaml")
     classification = config.task == "classification"
-    tag = "" if classification else eval_tag(config.eval.scales, config.eval.flip, config.data.val_split, config)
+    tag = "" if classification or not ms else eval_tag(config.eval.scales, config.eval.flip, config.data.val_split,
+                                                       config)
     eval_file = run_dir / (f"eval_{tag}.json" if tag else "eval.json")
     assert eval_file.is_file(), f"{stem}: evaluation wrote no {eval_file.name}\n{log}"
     result = json.loads(eval_file.read_text())
@@ -242,12 +262,15 @@ def check_eval(stem: str, run_dir: Path, log: str = "") -> dict:
         assert 0.0 <= result["top1_error"] <= 100.0, result
         return result
     settings = result["settings"]
+    num_classes = json.loads((run_dir / "env.json").read_text())["num_classes"]
+    assert 0.0 <= result["pixAcc"] <= 100.0 and len(result["IoU"]) == num_classes, result
+    if not ms:
+        assert settings["mode"] == "full_image" and not settings["flip"], settings
+        return result
     assert settings["mode"] == "sliding_window" and settings["scales"] == config.eval.scales, settings
     assert settings["flip"] == config.eval.flip
     assert settings["crop_size"] == (config.eval.crop_size or config.data.crop_size), settings
     assert settings["base_size"] == (config.eval.base_size or config.data.base_size), settings
-    num_classes = json.loads((run_dir / "env.json").read_text())["num_classes"]
-    assert 0.0 <= result["pixAcc"] <= 100.0 and len(result["IoU"]) == num_classes, result
     return result
 
 
@@ -262,10 +285,13 @@ def run_full_size(stem: str, fixtures: Fixtures, tmp_path: Path) -> Path:
                              "--run-dir", str(run_dir), "--device", "cpu"], cache)
     check_run(stem, run_dir, overrides, log)
     (run_dir / "eval.json").unlink(missing_ok=True)  # training writes eval.json; the evaluate command its own
+    ms = stem in FULL_SIZE_MS
     # One image: rank 0 evaluates it while rank 1 waits in the all-reduce, so rank 0 may use both cores.
-    log, eval_s = torchrun(["-m", "encnet.evaluate", str(run_dir), "--ms", "--device", "cpu"], cache, threads=2)
-    result = check_eval(stem, run_dir, log)
-    assert result["settings"]["crop_size"] == load_config(paper_file).data.crop_size  # the paper's own crop
+    log, eval_s = torchrun(["-m", "encnet.evaluate", str(run_dir), *(["--ms"] if ms else []), "--device", "cpu"],
+                           cache, threads=2)
+    result = check_eval(stem, run_dir, log, ms=ms)
+    if ms:
+        assert result["settings"]["crop_size"] == load_config(paper_file).data.crop_size  # the paper's own crop
     print(f"{stem}: train {train_s:.0f} s, evaluate {eval_s:.0f} s")
     return run_dir
 
@@ -324,6 +350,11 @@ def test_full_size_runs_hold_every_backbone_head_and_protocol_and_the_docstring_
     doc = " ".join(__doc__.split())
     for stem in FULL_SIZE:
         assert f"``{stem}``" in doc, f"the docstring does not name the full-size run {stem}"
+    # Every protocol of every config runs at full size in a multi-scale evaluation, each once.
+    protocols = [{f for f in full_size_features(s) if f.startswith("protocol ")} for s in FULL_SIZE_MS]
+    assert set().union(*protocols) == {f for f in held if f.startswith("protocol ")}
+    assert sum(map(len, protocols)) == len(set().union(*protocols))
+    assert f"today ``{'``, ``'.join(FULL_SIZE_MS)}``" in doc
 
 
 def test_full_size_cover_is_the_smallest_cover_of_a_known_case(monkeypatch):

@@ -4,7 +4,8 @@ Release v0.5.0's ``encoding/datasets/`` (the torch-encoding 0.5.0 sdist in ``.pe
 f891919, which trained the model zoo) reads the files below, written in the datasets' official formats, beside the
 suite's datasets. Then its ``BaseDataset._sync_transform`` (the training crop) and ``_val_sync_transform`` (the
 training's validation view) run beside the suite's presets on every paper config put on the release side
-(``--follow release``), both forced to the same random decisions: ``random`` in the release's ``base.py`` is replaced
+(``--follow release``; configs whose data sections are equal, such as R50 and R101 or EncNet and FCN on one dataset,
+once: ``DATA_RECIPES``), both forced to the same random decisions: ``random`` in the release's ``base.py`` is replaced
 by a script of draws, and ``torch.rand`` / ``torch.randint`` answer the suite's transforms from the same script.
 
 The files, as each dataset ships them:
@@ -48,7 +49,7 @@ from scipy import ndimage
 
 from data_fixtures import write_jpeg, write_list, write_png
 from encnet.engine.build import build_dataset_for, build_monitor_dataset
-from encnet.engine.config import load_config
+from encnet.engine.config import load_config, to_dict
 from encnet.experiments.discrepancies import follow_overrides, load_ledger
 
 pytestmark = pytest.mark.peers
@@ -438,6 +439,26 @@ def release_config(name: str, root: Path):
     return load_config(path, [*overrides, *added])
 
 
+def data_recipe(name: str) -> str:
+    """What the data path of ``name`` on the release side reads and does: its resolved ``data`` section but the root
+    (and the evaluation's monitor view, which picks the validation transform)."""
+    config = release_config(name, Path("/fixture"))
+    data = {k: v for k, v in to_dict(config)["data"].items() if k != "root"}
+    return json.dumps({"data": data, "monitor_view": config.eval.monitor_view}, sort_keys=True, default=str)
+
+
+def data_recipes(names: list[str]) -> dict[str, list[str]]:
+    """The configs grouped by data recipe, each group named by its first config. Configs that differ only in the
+    network (R50/R101, EncNet/FCN) load, scale, crop and pad identically: compared once, not once per network."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(data_recipe(name), []).append(name)
+    return {members[0]: members for members in groups.values()}
+
+
+DATA_RECIPES = data_recipes(SEGMENTATION_CONFIGS)
+
+
 def compare_training_crops(release, config, root: Path, cases: int = 4):
     """Every training image of ``config`` through both pipelines, ``cases`` scripted draws each."""
     d = config.data
@@ -621,7 +642,16 @@ def test_scaled_sizes_equal_the_releases_for_every_short_side_and_image_size(rel
             assert tuple(CoverCropResize(crop).make_params(image)["size"]) == expected, (height, width, crop)
 
 
-@pytest.mark.parametrize("name", SEGMENTATION_CONFIGS)
+def test_every_config_is_compared_through_its_data_recipe():
+    assert sorted(n for group in DATA_RECIPES.values() for n in group) == SEGMENTATION_CONFIGS
+    # The network alone does not part two configs; the release's own sizes do (ledger ade_r101_size: the zoo's
+    # ADE20K R101 trains at base 640 / crop 576), and so does a split.
+    assert DATA_RECIPES["ade20k_encnet_r50"] == ["ade20k_encnet_r50", "ade20k_fcn_r50"]
+    assert ["ade20k_encnet_r101"] in DATA_RECIPES.values()
+    assert ["voc_aug_encnet_r101"] in DATA_RECIPES.values() and ["voc_trainval_encnet_r101"] in DATA_RECIPES.values()
+
+
+@pytest.mark.parametrize("name", DATA_RECIPES)
 def test_training_crops_equal_the_releases_sync_transform_on_the_release_side(release, data_root, name):
     config = release_config(name, data_root)
     d = config.data
@@ -636,7 +666,7 @@ def test_training_crops_equal_the_releases_sync_transform_on_the_release_side(re
     assert {w["mirrored"] for w in cases} == {w["blurred"] for w in cases} == {True, False}
 
 
-@pytest.mark.parametrize("name", SEGMENTATION_CONFIGS)
+@pytest.mark.parametrize("name", DATA_RECIPES)
 def test_validation_view_equals_the_releases_val_sync_transform_on_the_release_side(release, data_root, name):
     config = release_config(name, data_root)
     assert config.eval.monitor_view == "centre_crop"

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from encnet.engine.config import Config, ConfigError, load_config
+from encnet.engine.config import Config, ConfigError, SafeLoader, load_config
 
 __all__ = [
     "EFFECT_COLUMNS",
@@ -192,7 +192,7 @@ def load_ledger(path: str | Path = LEDGER_PATH) -> Ledger:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"the discrepancy ledger is missing: expected {path} (it is part of the repository)")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.load(path.read_text(), Loader=SafeLoader) or {}
     entries = tuple(_entry(e, f"{path}: entry {i}") for i, e in enumerate(data.get("entries") or []))
     ids = [e.id for e in entries]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})

@@ -68,7 +68,7 @@ def read_run(run_dir: str | Path) -> RunLog:
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: expected {config_path} "
                                 "(written by `python -m encnet.train CONFIG`)")
-    config = yaml.safe_load(config_path.read_text()) or {}
+    config = yaml.load(config_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     evals = {}
     for path in sorted(run_dir.glob("eval*.json")):
         tag = SINGLE_SCALE if path.name == "eval.json" else path.stem[len("eval_"):]
