@@ -12,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from encnet.nn.encoding import Encoding
-from encnet.report.benchmarks import build_benchmarks_markdown, load_results, main as report_main
+from encnet.report.benchmarks import build_benchmarks_markdown, load_results, main as report_main, rows_frame
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -108,6 +109,18 @@ def test_benchmarks_table(results_dir, tmp_path):
     report_main(["--results-dir", str(results_dir), "--out", str(tmp_path / "benchmarks.md")])
     default = (tmp_path / "benchmarks.md").read_text()
     assert "## encoding_layer" not in default and "3 quick-run result(s) left out" in default
+
+
+def test_a_rows_own_matmul_rate_is_not_overwritten_by_the_machine_probe():
+    # model_overhead rows carry the matrix-product rate timed in their own rounds; the table once showed the
+    # start/end probe in its place, so a row's achieved / matmul ratio could not be read from the table.
+    machine = {"device_name": "cpu", "matmul_GFLOP_s_at_start": 123.9, "matmul_GFLOP_s_at_end": 133.0}
+    result = {"device": "cpu", "machine": machine,
+              "rows": [{"model": "fcn", "matmul_GFLOP_s": 93.3}, {"model": "other"}]}
+    frame = rows_frame(result)
+    assert frame.loc[0, "matmul_GFLOP_s"] == 93.3 and frame.loc[0, "matmul_probe_GFLOP_s"] == "124–133"
+    assert pd.isna(frame.loc[1, "matmul_GFLOP_s"]) and frame.loc[1, "matmul_probe_GFLOP_s"] == "124–133"
+    assert rows_frame({**result, "rows": [{"model": "other"}]}).loc[0, "matmul_GFLOP_s"] == "124–133"
 
 
 # ------------------------------------------------------------------ the naive Encoding the bench compares to
