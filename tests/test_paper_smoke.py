@@ -31,7 +31,7 @@ The expensive work is spent once per distinct thing it checks, not once per conf
 - The VOC configs run as the paper's chain (COCO → train_aug → trainval, each stage ``model.init_from`` the
   previous run), and each stage's BatchNorm counters show that it continued the previous stage's weights.
 
-Marked ``slow`` (about 8 min on a quiet 2-core machine): ``run_tests.sh -m slow`` and CI run it, plain
+Marked ``slow`` (about 6.5 min on a quiet 2-core machine): ``run_tests.sh -m slow`` and CI run it, plain
 ``run_tests.sh`` leaves it out; the checks of the test's own logic (cover, overrides, config comparison) are fast.
 """
 
