@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: `bash run_tests.sh [pytest args]`. Creates/reuses .venv first.
 # Without a -m selection it runs every test but the `slow` paper smoke test and the `peers` tests (about 7 min on
-# 2 CPU cores, in two xdist workers); `bash run_tests.sh -m slow` runs the first, `bash scripts/install_peers.sh && bash run_tests.sh
-# -m peers` the second (the authors' and mmsegmentation's released code), and CI (.ci/run) runs all three.
+# 2 CPU cores, in two xdist workers); `bash run_tests.sh -m slow` runs the first, `bash scripts/install_peers.sh &&
+# bash run_tests.sh -m peers` the second (the authors' and mmsegmentation's released code), and CI (.ci/run) runs
+# all three.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup_venv.sh

@@ -15,6 +15,8 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from encnet.engine.config import SafeLoader
+
 RESULT_COLUMNS = ["experiment", "row", "seed", "profile", "eval", "metric", "value", "run_dir"]
 SCALAR_METRICS = ("pixAcc", "mIoU")
 # Generated demo data with object-size bins: mean IoU of the scene-dependent classes near small / large objects.
@@ -68,7 +70,7 @@ def read_run(run_dir: str | Path) -> RunLog:
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: expected {config_path} "
                                 "(written by `python -m encnet.train CONFIG`)")
-    config = yaml.load(config_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    config = yaml.load(config_path.read_text(), Loader=SafeLoader) or {}
     evals = {}
     for path in sorted(run_dir.glob("eval*.json")):
         tag = SINGLE_SCALE if path.name == "eval.json" else path.stem[len("eval_"):]
