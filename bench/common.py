@@ -16,6 +16,7 @@ import ctypes.util
 import json
 import os
 import platform
+import random
 import re
 import resource
 import statistics
@@ -121,21 +122,30 @@ def summarize(times: list[float]) -> dict:
 
 def interleaved_times(
     fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int = 3,
-    min_round_time: float = 0.3, warmup: int = 1,
+    min_round_time: float = 0.3, warmup: int = 1, shuffle_seed: int | None = None,
 ) -> dict[str, list[list[float]]]:
     """Single-call wall times of each function, measured in turns: ``times[name][round]`` lists the calls.
 
     Each round calls every function in turn, repeatedly until ``min_round_time`` has passed (at least once),
     so that a change in the load of a shared machine hits all of them alike and their ratios stay fair.
     Single calls, not blocks, because the slow cases here take seconds per call.
+
+    With ``shuffle_seed`` each round takes the functions in its own order (a ``random.Random(shuffle_seed)``
+    permutation per round), so that no contender always runs first, or always after the same other one: with
+    models of a few hundred MiB each, what the previous call left in the caches and the allocator can favour a
+    fixed position.
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     synchronize(device)
     times: dict[str, list[list[float]]] = {name: [] for name in fns}
+    shuffler = random.Random(shuffle_seed) if shuffle_seed is not None else None
     for _ in range(rounds):
-        for name, fn in fns.items():
+        order = list(fns.items())
+        if shuffler is not None:
+            shuffler.shuffle(order)
+        for name, fn in order:
             calls = []
             start = time.perf_counter()
             while True:

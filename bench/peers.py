@@ -1,7 +1,7 @@
 """The suite against the peers' released code, side by side in one run: time and memory ratios suite / peer.
 
-    python bench/peers.py [--quick | --smoke] [--parts PART ...] [--rounds R] [--baseline-inference REV]
-                          [--results-dir DIR] [--device auto|cpu|cuda] [--threads N]
+    python bench/peers.py [--quick | --smoke] [--parts PART ...] [--rounds R] [--shuffle-seed S]
+                          [--baseline-inference REV] [--results-dir DIR] [--device auto|cpu|cuda] [--threads N]
 
 The peers are the authors' torch-encoding 0.5.0 and mmsegmentation 1.2.2 as ``bash scripts/install_peers.sh``
 puts them into ``.peers/site``, driven as ``tests/test_peers.py`` drives them: BatchNorm for SyncBN, the
@@ -29,8 +29,9 @@ Parts (the ratio is suite / peer: below 1 the suite takes less time or memory):
   default against mmseg's ADE20K pipeline (which adds photometric distortion, and normalises later, on the
   device).
 
-Each timed part runs its contenders in turns (``common.interleaved_times``), one call each per round; a ratio is
-the median over the rounds of each round's suite / peer, so that the load a round ran under cancels out of it.
+Each timed part runs its contenders in turns (``common.interleaved_times``), one call each per round, each round
+in its own order (seeded, so every run takes the same orders); a ratio is the median over the rounds of each round's
+suite / peer, so that the load a round ran under cancels out of it.
 ``--baseline-inference REV`` adds, to ``ms_release``, ``encnet/engine/inference.py`` as it was at git revision
 REV (its own defaults).
 ``--quick`` is the CPU size (real ResNet-50s, smaller crops and images); ``--smoke`` tiny sizes for the
@@ -69,6 +70,7 @@ SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PARTS = ("train_step", "peak_memory", "eval_forward", "ms_release", "ms_mmseg", "transform")
 AUTHORS, MMSEG = "authors v0.5.0", "mmseg 1.2.2"
+SHUFFLE_SEED = 0  # each round its own contender order (common.interleaved_times); --shuffle-seed sets another
 
 # image: (height, width) of an ADE20K-like image; ms_r50: (base, crop, image) of the R50 protocol rows
 SIZES = {
@@ -265,7 +267,8 @@ def _summary_of(rounds: list[list[float]]) -> dict:
 
 
 def _timed(calls: dict, device: torch.device, rounds: int, warmup: int = 1) -> dict:
-    return interleaved_times(calls, device, rounds=rounds, min_round_time=0.0, warmup=warmup)
+    return interleaved_times(calls, device, rounds=rounds, min_round_time=0.0, warmup=warmup,
+                             shuffle_seed=SHUFFLE_SEED)
 
 
 def part_train_step(peers, sizes, device, rounds) -> dict:
@@ -598,6 +601,7 @@ def part_transform(peers, sizes, device, rounds) -> dict:
 
 
 def main() -> None:
+    global SHUFFLE_SEED
     parser = base_parser(__doc__.splitlines()[0])
     for action in parser._actions:
         if action.dest == "quick":
@@ -605,10 +609,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the smoke test; kept out of the tables")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--rounds", type=int, default=None, help="rounds per timed part (default by size)")
+    parser.add_argument("--shuffle-seed", type=int, default=SHUFFLE_SEED,
+                        help="seed of each round's contender order (default %(default)s: every run the same orders)")
     parser.add_argument("--baseline-inference", metavar="REV", default=None,
                         help="also time the release protocol of encnet/engine/inference.py at git revision REV")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SHUFFLE_SEED = args.shuffle_seed  # read by _timed, which every timed part calls
     if args.memory_worker:
         print(json.dumps(memory_worker(json.loads(args.memory_worker))))
         return
@@ -658,7 +665,7 @@ def main() -> None:
     write_results(out, NAME, device, {
         "machine": machine, "sizes": size_name,
         "config": {**sizes, "num_classes": NUM_CLASSES, "scales": list(SCALES), "parts": list(args.parts),
-                   "rounds": rounds, "baseline_inference": args.baseline_inference},
+                   "rounds": rounds, "shuffle_seed": SHUFFLE_SEED, "baseline_inference": args.baseline_inference},
         "rows": rows, "targets": targets, "notes": notes})
 
 

@@ -185,6 +185,27 @@ def test_interleaved_times_takes_the_contenders_in_turns_and_paired_ratio_pairs_
     assert (ratio["q25_s"], ratio["q75_s"]) == (pytest.approx(1.25), pytest.approx(2.25))
 
 
+
+def test_interleaved_times_with_a_shuffle_seed_takes_each_round_in_its_own_seeded_order():
+    """The warm-up keeps the given order; each round is a permutation of the contenders, the orders vary between
+    rounds (a fixed order would favour a position), and the same seed gives the same orders."""
+    common = _load_bench_common()
+
+    def orders(seed):
+        order = []
+        fns = {name: (lambda name=name: order.append(name)) for name in "abcd"}
+        times = common.interleaved_times(fns, torch.device("cpu"), rounds=6, min_round_time=0.0, warmup=1,
+                                         shuffle_seed=seed)
+        assert all(len(times[n]) == 6 for n in "abcd")
+        return order
+
+    first = orders(0)
+    assert first[:4] == list("abcd")
+    rounds = [first[4 + 4 * r: 8 + 4 * r] for r in range(6)]
+    assert all(sorted(r) == list("abcd") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1 and len({r[0] for r in rounds}) > 1
+    assert orders(0) == first
+
 # ------------------------------------------- issue 16: the data pipeline and the GPU suite, --quick on the CPU
 
 
