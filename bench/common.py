@@ -122,7 +122,7 @@ def summarize(times: list[float]) -> dict:
 
 def interleaved_times(
     fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int = 3,
-    min_round_time: float = 0.3, warmup: int = 1, shuffle_seed: int | None = None,
+    min_round_time: float = 0.3, warmup: int = 1, shuffle_seed: int | None = 0,
 ) -> dict[str, list[list[float]]]:
     """Single-call wall times of each function, measured in turns: ``times[name][round]`` lists the calls.
 
@@ -130,10 +130,10 @@ def interleaved_times(
     so that a change in the load of a shared machine hits all of them alike and their ratios stay fair.
     Single calls, not blocks, because the slow cases here take seconds per call.
 
-    With ``shuffle_seed`` each round takes the functions in its own order (a ``random.Random(shuffle_seed)``
-    permutation per round), so that no contender always runs first, or always after the same other one: with
-    models of a few hundred MiB each, what the previous call left in the caches and the allocator can favour a
-    fixed position.
+    Each round takes the functions in its own order (a ``random.Random(shuffle_seed)`` permutation per round;
+    the same seed, the same orders), so that no contender always runs first, or always after the same other one:
+    with models of a few hundred MiB each, what the previous call left in the caches and the allocator can favour a
+    fixed position. ``shuffle_seed=None``: every round in the given order.
     """
     for fn in fns.values():
         for _ in range(warmup):

@@ -170,12 +170,14 @@ def _load_bench_common():
 
 
 def test_interleaved_times_takes_the_contenders_in_turns_and_paired_ratio_pairs_rounds():
-    """The call order is a, b, c per round after the warm-up (not every a then every b); the ratio is the median
-    over rounds of each round's median a / median b, worked by hand on given times (none are measured here)."""
+    """Without a shuffle seed the call order is a, b, c per round after the warm-up (not every a then every b);
+    the ratio is the median over rounds of each round's median a / median b, worked by hand on given times (none
+    are measured here)."""
     common = _load_bench_common()
     order = []
     fns = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    times = common.interleaved_times(fns, torch.device("cpu"), rounds=3, min_round_time=0.0, warmup=1)
+    times = common.interleaved_times(fns, torch.device("cpu"), rounds=3, min_round_time=0.0, warmup=1,
+                                     shuffle_seed=None)
     assert order == list("abc") * 4  # one warm-up call each, then three rounds in turns
     assert [len(times[n]) for n in "abc"] == [3, 3, 3] and all(len(calls) == 1 for n in "abc" for calls in times[n])
     # rounds: a/b = 2/1, median(4, 6)/2 = 2.5, 3/6 = 0.5 -> median 2; the ratio of the medians would be 3.5/2
@@ -183,7 +185,6 @@ def test_interleaved_times_takes_the_contenders_in_turns_and_paired_ratio_pairs_
     ratio = common.paired_ratio(given, "a", "b")
     assert ratio["median_s"] == pytest.approx(2.0) and ratio["repeats"] == 3
     assert (ratio["q25_s"], ratio["q75_s"]) == (pytest.approx(1.25), pytest.approx(2.25))
-
 
 
 def test_interleaved_times_with_a_shuffle_seed_takes_each_round_in_its_own_seeded_order():
@@ -205,6 +206,12 @@ def test_interleaved_times_with_a_shuffle_seed_takes_each_round_in_its_own_seede
     assert all(sorted(r) == list("abcd") for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1 and len({r[0] for r in rounds}) > 1
     assert orders(0) == first
+    # the default is seeded too: every benchmark's rounds are shuffled unless a caller asks otherwise
+    default = []
+    common.interleaved_times({n: (lambda n=n: default.append(n)) for n in "abcd"}, torch.device("cpu"), rounds=6,
+                             min_round_time=0.0, warmup=1)
+    assert default == first
+
 
 # ------------------------------------------- issue 16: the data pipeline and the GPU suite, --quick on the CPU
 
